@@ -1,0 +1,3 @@
+from ferkit.cli.app import main
+
+main()

@@ -1,0 +1,81 @@
+"""The `ferkit` command: one Typer app; each cli/ module adds its commands in register(app)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from ferkit import __version__
+from ferkit.errors import FerkitError
+
+app = typer.Typer(
+    name="ferkit",
+    help="Facial expression recognition on FER2013: explore data, train, evaluate, recognise.\n\n"
+    "Examples:\n\n"
+    "  ferkit demo\n\n"
+    "  ferkit data inspect fer2013.zip\n\n"
+    "  ferkit train --data fer2013.zip --model vgg-gap --epochs 60\n\n"
+    "  ferkit predict photo.jpg --json",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ferkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and debug logs."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register_commands() -> None:
+    from ferkit.cli import data, evaluate, models, predict, train
+
+    for module in (data, models, train, evaluate, predict):
+        module.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 1."""
+    try:
+        app(standalone_mode=False)
+    except FerkitError as exc:
+        if _state["debug"] or "--debug" in sys.argv:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except (typer.Exit, SystemExit) as exc:
+        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors etc.
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if "--debug" in sys.argv:
+            raise
+        typer.echo(f"error: {exc.__class__.__name__}: {exc} (run with --debug for a traceback)",
+                   err=True)
+        sys.exit(1)

@@ -1,0 +1,12 @@
+"""Reading FER datasets (CSV, image folders, zips) into one in-memory form, and exploring them."""
+
+from ferkit.data.dataset import FACE_SIZE, SPLITS, FaceDataset, SkippedItem
+
+__all__ = ["FACE_SIZE", "SPLITS", "FaceDataset", "SkippedItem", "load_dataset"]
+
+
+def load_dataset(path, *, skip_bad: bool = False, use_cache: bool = True) -> FaceDataset:
+    """Load a CSV, image folder or zip (see ferkit.data.loading)."""
+    from ferkit.data.loading import load_dataset as _load
+
+    return _load(path, skip_bad=skip_bad, use_cache=use_cache)

@@ -1,0 +1,17 @@
+"""Errors a user can act on. The CLI prints them as one line (no traceback unless --debug)."""
+
+
+class FerkitError(Exception):
+    """Base class: the message names the file and line/entry at fault."""
+
+
+class DataError(FerkitError):
+    """A dataset source is missing, malformed or empty."""
+
+
+class ModelError(FerkitError):
+    """A model name, checkpoint or run directory cannot be used."""
+
+
+class InputError(FerkitError):
+    """An image or video given for prediction cannot be read."""

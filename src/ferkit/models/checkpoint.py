@@ -1,0 +1,75 @@
+"""Self-contained checkpoints: weights plus everything needed to rebuild and use the model.
+
+A checkpoint is a dict saved with torch.save:
+    format="ferkit-checkpoint", version, arch, arch_kwargs, classes, normalization {"mean", "std"},
+    config (the training config as a dict), epoch, metrics, state_dict,
+and, for resuming, optional optimizer / scheduler / ema / rng states.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ferkit.errors import ModelError
+from ferkit.models.registry import create_model
+
+FORMAT = "ferkit-checkpoint"
+VERSION = 1
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default.pt"
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically (temp file in the same folder, then rename), so a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resolve_checkpoint_path(spec: str | Path) -> Path:
+    """'default' -> bundled weights; a run directory -> its best.pt; else the file itself."""
+    if str(spec) == "default":
+        if not DEFAULT_WEIGHTS.exists():
+            raise ModelError(f"no bundled default model in this install ({DEFAULT_WEIGHTS} missing)")
+        return DEFAULT_WEIGHTS
+    path = Path(spec)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt", "model.pt"):
+            if (path / name).exists():
+                return path / name
+        raise ModelError(f"{path}: run directory holds no best.pt or last.pt")
+    if not path.exists():
+        raise ModelError(f"{path}: no such checkpoint or run directory (or use 'default')")
+    return path
+
+
+def load_checkpoint(spec: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = resolve_checkpoint_path(spec)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise ModelError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ModelError(f"{path}: not a ferkit checkpoint (no format={FORMAT!r} entry)")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def build_model(ckpt: dict[str, Any]) -> nn.Module:
+    """Rebuild the architecture named in a checkpoint and load its weights."""
+    model = create_model(ckpt["arch"], num_classes=len(ckpt["classes"]), **ckpt.get("arch_kwargs", {}))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()

@@ -1,0 +1,57 @@
+"""A name -> constructor registry, as in timm: `@register_model` on a function returning nn.Module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from ferkit.classes import NUM_CLASSES
+from ferkit.errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    factory: Callable[..., nn.Module]
+    reported: str  # the accuracy the original project reported, with its source; "" for ferkit's own
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, reported: str = "") -> Callable:
+    """Register `factory(num_classes=7, **kwargs) -> nn.Module` under `name`."""
+
+    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        doc = (factory.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = ModelEntry(name, factory, reported, doc[0] if doc else "")
+        return factory
+
+    return decorate
+
+
+def _ensure_zoo_loaded() -> None:
+    import ferkit.models.zoo  # noqa: F401  (importing registers every zoo file)
+
+
+def list_models() -> list[ModelEntry]:
+    _ensure_zoo_loaded()
+    return list(_REGISTRY.values())
+
+
+def get_entry(name: str) -> ModelEntry:
+    _ensure_zoo_loaded()
+    if name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ModelError(f"unknown model {name!r}; known models: {known}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, num_classes: int = NUM_CLASSES, **kwargs) -> nn.Module:
+    """Build a fresh model that maps (B, 1, 48, 48) normalised faces to (B, num_classes) logits."""
+    return get_entry(name).factory(num_classes=num_classes, **kwargs)

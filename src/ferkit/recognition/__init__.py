@@ -1,0 +1,1 @@
+"""ferkit recognition."""
