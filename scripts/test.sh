@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Everything the test suite needs on a fresh clone, then lint and tests. CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-browser.sh  # Debian chromium for the browser test (no-op if present or not root)
+python3 -m venv .venv
+.venv/bin/pip install -q torch==2.13.0 -e ".[test,serve]"
+.venv/bin/ruff check src tests bench
+.venv/bin/python -m pytest -q
