@@ -1,0 +1,164 @@
+"""The model side of the server: one Recognizer per process, its classifier behind a MicroBatcher.
+
+Requests call Engine.predict / Engine.classify from worker threads (never on the event loop).
+Face detection runs in those threads in parallel; the classification of the detected faces goes
+through the batcher, so faces from concurrent requests share one model run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferkit.serving.batching import MicroBatcher
+from ferkit.serving.limits import FACE_SIZE, DecodedImage
+
+log = logging.getLogger("ferkit.serve")
+
+_ACCURACY_KEYS = ("test_accuracy", "test_acc", "accuracy", "acc", "val_accuracy", "val_acc",
+                  "best_val_accuracy", "best_val_acc")
+
+
+def model_name(spec: str | Path) -> str:
+    """'default', or a checkpoint file's / run directory's name."""
+    if str(spec) == "default":
+        return "default"
+    path = Path(spec)
+    if path.is_dir():
+        return path.resolve().name
+    if path.stem in ("best", "last", "model") and path.parent.name:
+        return f"{path.resolve().parent.name}/{path.name}"
+    return path.name
+
+
+def _accuracy(metrics: dict[str, Any]) -> tuple[str | None, float | None]:
+    for key in _ACCURACY_KEYS:
+        value = metrics.get(key)
+        if isinstance(value, (int, float)):
+            return key, float(value)
+    return None, None
+
+
+class Engine:
+    """Loads the model once; thread-safe predict() for photos and classify() for cropped faces."""
+
+    def __init__(self, model: str | Path = "default", *, device: str = "auto",
+                 min_confidence: float = 0.5, batching: bool = True, max_batch: int = 64,
+                 max_wait_ms: float = 3.0) -> None:
+        from ferkit.recognition.recognizer import Recognizer
+
+        start = time.perf_counter()
+        self.spec = str(model)
+        self.name = model_name(model)
+        self.recognizer = Recognizer(model=model, device=device, min_confidence=min_confidence)
+        self._meta = self._read_meta()
+        # The recognizer's own classify() becomes the batcher's model call, and the recognizer
+        # is pointed at the batched version, so faces found by predict() are batched too.
+        self._direct_classify = self.recognizer.classify
+        self.batcher = MicroBatcher(self._direct_classify, enabled=batching, max_batch=max_batch,
+                                    max_wait_ms=max_wait_ms)
+        self.recognizer.classify = self.batcher.classify
+        self.load_seconds = time.perf_counter() - start
+        self._started = time.time()
+        self._requests = {"predict": 0, "classify": 0}
+        self._lock = threading.Lock()
+        self.warm_up()
+
+    # -- metadata --------------------------------------------------------------------------------
+
+    def _read_meta(self) -> dict[str, Any]:
+        """arch, classes, metrics ... from the recognizer, or from the checkpoint file itself."""
+        rec = self.recognizer
+        predictor = getattr(rec, "predictor", None)
+        meta: dict[str, Any] = {}
+        if predictor is not None and getattr(predictor, "classes", None):
+            meta = {"arch": predictor.arch, "classes": list(predictor.classes),
+                    "device": str(predictor.device), **(predictor.meta or {})}
+        else:
+            from ferkit.models.checkpoint import load_checkpoint
+
+            ckpt = load_checkpoint(self.spec)
+            meta = {"arch": ckpt.get("arch"), "classes": list(ckpt.get("classes", [])),
+                    "device": str(getattr(rec, "device", "cpu")),
+                    **{k: ckpt.get(k) for k in ("path", "epoch", "metrics")}}
+        if getattr(rec, "classes", None):
+            meta["classes"] = list(rec.classes)
+        return meta
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._meta.get("classes") or [])
+
+    def info(self) -> dict[str, Any]:
+        metrics = self._meta.get("metrics") or {}
+        key, acc = _accuracy(metrics)
+        path = self._meta.get("path")
+        return {
+            "name": self.name,
+            "arch": self._meta.get("arch"),
+            "classes": self.classes,
+            "input_size": [FACE_SIZE, FACE_SIZE],
+            "input_channels": 1,
+            "accuracy": acc,
+            "accuracy_metric": key,
+            "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
+            "epoch": self._meta.get("epoch"),
+            "checkpoint": Path(path).name if path else None,
+            "device": self._meta.get("device"),
+            "batching": {**self.batcher.config(), **self.batcher.stats.as_dict()},
+        }
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            requests = dict(self._requests)
+        return {"uptime_s": round(time.time() - self._started, 1), "requests": requests,
+                "batching": {**self.batcher.config(), **self.batcher.stats.as_dict()}}
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self._requests[kind] += 1
+
+    # -- inference -------------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """One run on blank faces, so the first client does not pay for lazy initialisation."""
+        try:
+            self._direct_classify(np.full((1, FACE_SIZE, FACE_SIZE), 128, dtype=np.uint8))
+        except Exception:  # noqa: BLE001 - a warm-up failure shows on the first real request
+            log.exception("model warm-up failed")
+
+    def predict(self, image: DecodedImage) -> list[dict[str, Any]]:
+        """Faces in a decoded upload, boxes in the upload's own pixel coordinates."""
+        self._count("predict")
+        faces = self.recognizer.predict(image.rgb)
+        out = []
+        inv = 1.0 / image.scale if image.scale > 0 else 1.0
+        for face in faces:
+            d = face.to_dict()
+            if inv != 1.0:
+                x, y, w, h = d["box"]
+                x0, y0 = max(0, round(x * inv)), max(0, round(y * inv))
+                x1 = min(image.width, round((x + w) * inv))
+                y1 = min(image.height, round((y + h) * inv))
+                d["box"] = [x0, y0, max(0, x1 - x0), max(0, y1 - y0)]
+            out.append(d)
+        return out
+
+    def classify(self, faces: np.ndarray) -> np.ndarray:
+        """(n, 48, 48) uint8 -> (n, classes) probabilities, through the batcher (blocking)."""
+        self._count("classify")
+        return self.batcher.classify(faces)
+
+    def submit(self, faces: np.ndarray) -> Future:
+        """Non-blocking classify(): a future of the probabilities (batching enabled only)."""
+        self._count("classify")
+        return self.batcher.submit(faces)
+
+    def close(self) -> None:
+        self.batcher.close()
