@@ -22,12 +22,14 @@ def class_patterns(seed: int = 0) -> np.ndarray:
     return np.kron(coarse, np.ones((8, 8)))  # (7, 48, 48) in [0, 1]
 
 
-def make_faces(n_per_class: int, seed: int = 0, classes: tuple[int, ...] | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+def make_faces(
+    n_per_class: int, seed: int = 0, classes: tuple[int, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(N, 48, 48) uint8 images and int labels: class pattern plus noise, labels in class order."""
     rng = np.random.default_rng(seed + 1)
     patterns = class_patterns()
-    labels = np.repeat(np.array(classes if classes is not None else range(len(CLASSES))), n_per_class)
+    wanted = classes if classes is not None else range(len(CLASSES))
+    labels = np.repeat(np.array(wanted), n_per_class)
     noise = rng.normal(0, 20, (len(labels), 48, 48))
     images = np.clip(60 + 130 * patterns[labels] + noise, 0, 255).astype(np.uint8)
     return images, labels.astype(np.int64)
@@ -38,7 +40,7 @@ def write_csv(path: Path, images: np.ndarray, labels: np.ndarray, splits: list[s
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["emotion", "pixels", "Usage"])
-        for img, label, split in zip(images, labels, splits):
+        for img, label, split in zip(images, labels, splits, strict=True):
             writer.writerow([int(label), " ".join(map(str, img.ravel().tolist())), USAGE[split]])
     return path
 
@@ -51,10 +53,10 @@ def _encode(img: np.ndarray, fmt: str) -> bytes:
 
 def kaggle_entries(images: np.ndarray, labels: np.ndarray, splits: list[str], fmt: str = "PNG"
                    ) -> dict[str, bytes]:
-    """Relative path -> encoded bytes in the Kaggle image-folder layout (train/<class>/Training_i)."""
+    """Relative path -> encoded bytes in the Kaggle layout (train/<class>/Training_i.png)."""
     ext = "png" if fmt == "PNG" else "jpg"
     entries = {}
-    for i, (img, label, split) in enumerate(zip(images, labels, splits)):
+    for i, (img, label, split) in enumerate(zip(images, labels, splits, strict=True)):
         top = "train" if split == "train" else "test"
         entries[f"{top}/{CLASSES[label]}/{USAGE[split]}_{i}.{ext}"] = _encode(img, fmt)
     return entries

@@ -1,0 +1,98 @@
+"""load_dataset: read any supported FER source into a FaceDataset, with an on-disk cache.
+
+Sources:
+
+* the Kaggle challenge CSV ``fer2013.csv`` (columns emotion,pixels,Usage; Usage Training,
+  PublicTest, PrivateTest -> train, val, test; a CSV without a Usage column is all train);
+* the Kaggle image-folder layout (``train/<class>/*.jpg``, ``test/<class>/*.jpg``) as a folder
+  or a zip, read in place; see ferkit.data.imagefolders for the exact rules;
+* a single-split class folder or zip (``<class>/*.png``): split "train".
+
+Images of any size or mode become 48x48 grayscale (see ferkit.data.images). Bad entries raise
+DataError naming the file and line/entry; with skip_bad=True they are left out and listed in
+``dataset.skipped``. Only OS junk (``__MACOSX/``, ``.DS_Store``, ``Thumbs.db``,
+``desktop.ini``, ``._*``) is ignored silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ferkit.data import cache
+from ferkit.data.dataset import FaceDataset
+from ferkit.errors import DataError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+"""progress(done, total): called while decoding/parsing on a cache miss, never on a hit."""
+
+
+def source_kind(path: Path, where: str) -> str:
+    """'csv', 'zip' or 'folder' for an existing path; DataError for anything else."""
+    if path.is_dir():
+        return "folder"
+    if not path.is_file():
+        raise DataError(f"{where}: not a regular file or folder")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".zip" or zipfile.is_zipfile(path):
+        return "zip"
+    raise DataError(f"{where}: unsupported file type {suffix or '(no extension)'!r}; expected a "
+                    f"fer2013-style .csv, a .zip or a folder of class folders")
+
+
+def load_dataset(path, *, skip_bad: bool = False, use_cache: bool = True,
+                 progress: Progress | None = None) -> FaceDataset:
+    """Load a FER2013 CSV, an image folder or a zip into a FaceDataset (see the module doc).
+
+    skip_bad: leave bad entries out (listed in dataset.skipped) instead of raising DataError.
+    use_cache: reuse/write the decoded arrays under $FERKIT_CACHE_DIR (default ~/.cache/ferkit).
+    progress: optional callback progress(done, total), called only when actually decoding.
+    """
+    where = str(path)
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"{where}: no such file or folder")
+    kind = source_kind(p, where)
+    t0 = time.perf_counter()
+
+    folder = None
+    if kind == "folder":
+        from ferkit.data.imagefolders import FolderSource
+
+        folder = FolderSource(p, where)
+    key = None
+    if use_cache:
+        fingerprint = cache.listing_fingerprint(folder.listing) if folder is not None else None
+        key = cache.CacheKey(p, kind, skip_bad, fingerprint)
+        ds = cache.load(key, where)
+        if ds is not None:
+            log.debug("%s: %d faces from cache in %.2fs", where, len(ds), time.perf_counter() - t0)
+            return ds
+
+    if kind == "csv":
+        from ferkit.data.csvio import read_csv
+
+        rows = read_csv(p, where, skip_bad=skip_bad, progress=progress)
+        parts = (rows.images, rows.labels, rows.splits, rows.names, rows.skipped)
+    else:
+        from ferkit.data.imagefolders import ZipSource, read_images
+
+        source = folder if folder is not None else ZipSource(p, where)
+        try:
+            parts = read_images(source, skip_bad=skip_bad, progress=progress)
+        finally:
+            source.close()
+    images, labels, splits, names, skipped = parts
+    ds = FaceDataset(images, labels, splits.astype(str), names.astype(str), where, skipped)
+    log.debug("%s: decoded %d faces in %.2fs (%d skipped)", where, len(ds),
+              time.perf_counter() - t0, len(skipped))
+    if key is not None:
+        cache.store(key, ds)
+    return ds
