@@ -70,6 +70,12 @@ def load_checkpoint(spec: str | Path, map_location: str | torch.device = "cpu") 
 
 def build_model(ckpt: dict[str, Any]) -> nn.Module:
     """Rebuild the architecture named in a checkpoint and load its weights."""
-    model = create_model(ckpt["arch"], num_classes=len(ckpt["classes"]), **ckpt.get("arch_kwargs", {}))
+    if ckpt["arch"] == "ensemble":  # `ferkit ensemble` output: members' mean probabilities
+        from ferkit.models.ensemble import Ensemble
+
+        model = Ensemble(num_classes=len(ckpt["classes"]), **ckpt.get("arch_kwargs", {}))
+    else:
+        model = create_model(ckpt["arch"], num_classes=len(ckpt["classes"]),
+                             **ckpt.get("arch_kwargs", {}))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
