@@ -25,7 +25,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default.
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically (temp file in the same folder, then rename), so a kill never leaves half a file."""
+    """Save atomically (temp file, then rename): a kill never leaves half a checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **payload}
@@ -43,7 +43,7 @@ def resolve_checkpoint_path(spec: str | Path) -> Path:
     """'default' -> bundled weights; a run directory -> its best.pt; else the file itself."""
     if str(spec) == "default":
         if not DEFAULT_WEIGHTS.exists():
-            raise ModelError(f"no bundled default model in this install ({DEFAULT_WEIGHTS} missing)")
+            raise ModelError(f"no bundled default model: {DEFAULT_WEIGHTS} is missing")
         return DEFAULT_WEIGHTS
     path = Path(spec)
     if path.is_dir():
@@ -61,7 +61,8 @@ def load_checkpoint(spec: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # torch raises many types for corrupt files
-        raise ModelError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {exc})") from exc
+        reason = f"{exc.__class__.__name__}: {exc}"
+        raise ModelError(f"{path}: not a readable checkpoint ({reason})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ModelError(f"{path}: not a ferkit checkpoint (no format={FORMAT!r} entry)")
     ckpt["path"] = str(path)

@@ -65,7 +65,9 @@ class Predictor:
         return (x.float() / 255.0 - self.mean) / self.std
 
     @torch.inference_mode()
-    def predict_proba(self, faces: np.ndarray, tta: str = "none", batch_size: int = 256) -> np.ndarray:
+    def predict_proba(
+        self, faces: np.ndarray, tta: str = "none", batch_size: int = 256
+    ) -> np.ndarray:
         """(N, 48, 48) uint8 faces -> (N, n_classes) probabilities, averaged over the TTA views."""
         if tta not in TTA_MODES:
             raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")

@@ -1,4 +1,4 @@
-"""A name -> constructor registry, as in timm: `@register_model` on a function returning nn.Module."""
+"""A name -> constructor registry, as in timm: `@register_model` on a function building a model."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ferkit.errors import ModelError
 class ModelEntry:
     name: str
     factory: Callable[..., nn.Module]
-    reported: str  # the accuracy the original project reported, with its source; "" for ferkit's own
+    reported: str  # accuracy the original project reported, with its source; "" for ferkit's own
     description: str
 
 
