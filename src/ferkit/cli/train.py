@@ -1,7 +1,336 @@
-"""ferkit CLI: train commands (placeholder until implemented)."""
+"""ferkit CLI: `ferkit train`, with a Rich progress bar per epoch and a summary at the end."""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import typer
+
+HELP = (
+    "Train a model on a FER dataset; writes a run directory.\n\n"
+    "RUN_DIR (default runs/<YYYYmmdd-HHMMSS>-<model>) gets config.json, metrics.jsonl (one line "
+    "per epoch), best.pt (best val accuracy), last.pt (for --resume) and curves.png. Validation "
+    "is the source's val split (FER2013 PublicTest), or with --holdout F a fixed stratified slice "
+    "of Training: use that to choose hyper-parameters without touching PublicTest.\n\n"
+    "Examples:\n\n"
+    "  ferkit train --data fer2013.zip --model shallow-cnn --epochs 1 --limit 2000 --device cpu\n\n"
+    "  ferkit train --data fer2013.zip --model ferkit-vgg --epochs 60 --batch-size 256 "
+    "--ema 0.999\n\n"
+    "  ferkit train --data fer2013.csv --holdout 0.1 --balance oversample --augment strong\n\n"
+    "  ferkit train --resume --out runs/20250101-120000-ferkit-vgg   (continue a run)\n\n"
+    "  ferkit train --config runs/old/config.json --seed 1 --out runs/seed1   (repeat a recipe)"
+)
+
+# CLI options that map 1:1 onto TrainConfig fields (the field name is the key).
+_SCALAR_FIELDS = (
+    "data", "model", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
+    "schedule", "warmup", "label_smoothing", "grad_clip", "ema", "early_stopping", "balance",
+    "balance_power", "freeze_epochs", "backbone_lr_scale", "augment", "aug_flip", "aug_rotate",
+    "aug_shift", "aug_scale", "aug_jitter", "aug_erase", "holdout", "holdout_seed", "limit",
+    "device", "seed", "compile", "amp", "channels_last", "threads", "eval_batch_size", "out",
+    "resume",
+)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("train", help=HELP, no_args_is_help=True)(train_command)
+
+
+def train_command(
+    ctx: typer.Context,
+    data: str = typer.Option("", "--data", "-d", help="Dataset: FER2013 CSV, image folder or zip.",
+                             rich_help_panel="Data"),
+    model: str = typer.Option("shallow-cnn", "--model", "-m",
+                              help="Model name (ferkit models list).", rich_help_panel="Model"),
+    model_arg: list[str] = typer.Option([], "--model-arg",
+                                        help="Model factory argument KEY=VALUE (repeatable), "
+                                        "e.g. --model-arg dropout=0.3.", rich_help_panel="Model"),
+    epochs: int = typer.Option(30, "--epochs", "-e", help="Epochs.",
+                               rich_help_panel="Optimisation"),
+    batch_size: int = typer.Option(128, "--batch-size", "-b", rich_help_panel="Optimisation"),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 0.05 for "
+                                    "sgd, 2e-3 for adamw).", rich_help_panel="Optimisation"),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (Nesterov) | adamw.",
+                                  rich_help_panel="Optimisation"),
+    momentum: float = typer.Option(0.9, "--momentum", rich_help_panel="Optimisation"),
+    weight_decay: float | None = typer.Option(None, "--weight-decay", help="Default 5e-4 for sgd, "
+                                              "0.05 for adamw; never on BN/bias.",
+                                              rich_help_panel="Optimisation"),
+    schedule: str = typer.Option("onecycle", "--schedule", help="onecycle | cosine (per step).",
+                                 rich_help_panel="Optimisation"),
+    warmup: float | None = typer.Option(None, "--warmup", help="Warm-up fraction of all steps "
+                                        "(default 0.25 onecycle, 0.05 cosine).",
+                                        rich_help_panel="Optimisation"),
+    label_smoothing: float = typer.Option(0.1, "--label-smoothing", rich_help_panel="Optimisation"),
+    grad_clip: float = typer.Option(0.0, "--grad-clip", help="Max gradient norm (0 = off).",
+                                    rich_help_panel="Optimisation"),
+    ema: float = typer.Option(0.0, "--ema", help="EMA decay of the weights, e.g. 0.999 (0 = off); "
+                              "the EMA model is evaluated and saved.",
+                              rich_help_panel="Optimisation"),
+    early_stopping: int = typer.Option(0, "--early-stopping", help="Stop after N epochs without "
+                                       "a better val accuracy (0 = off).",
+                                       rich_help_panel="Optimisation"),
+    balance: str = typer.Option("none", "--balance", help="none | weights (class-weighted loss) | "
+                                "oversample (minority classes drawn more often).",
+                                rich_help_panel="Optimisation"),
+    balance_power: float = typer.Option(0.5, "--balance-power", help="Class weight ~ (1/count)^P; "
+                                        "1 = fully balanced.", rich_help_panel="Optimisation"),
+    freeze_epochs: int = typer.Option(0, "--freeze-epochs", help="Transfer learning: train only "
+                                      "the head for the first N epochs.",
+                                      rich_help_panel="Optimisation"),
+    backbone_lr_scale: float = typer.Option(1.0, "--backbone-lr-scale", help="Transfer learning: "
+                                            "backbone LR = lr x this (e.g. 0.1).",
+                                            rich_help_panel="Optimisation"),
+    augment: str = typer.Option("default", "--augment", "-a", help="Preset: none | light | default "
+                                "| strong (the --aug-* options override its fields).",
+                                rich_help_panel="Augmentation"),
+    aug_flip: float | None = typer.Option(None, "--aug-flip", help="Horizontal flip probability.",
+                                          rich_help_panel="Augmentation"),
+    aug_rotate: float | None = typer.Option(None, "--aug-rotate", help="Max rotation, degrees.",
+                                            rich_help_panel="Augmentation"),
+    aug_shift: float | None = typer.Option(None, "--aug-shift", help="Max shift, image fraction.",
+                                           rich_help_panel="Augmentation"),
+    aug_scale: float | None = typer.Option(None, "--aug-scale", help="Max zoom in/out, fraction.",
+                                           rich_help_panel="Augmentation"),
+    aug_jitter: float | None = typer.Option(None, "--aug-jitter",
+                                            help="Max brightness/contrast change.",
+                                            rich_help_panel="Augmentation"),
+    aug_erase: float | None = typer.Option(None, "--aug-erase", help="Random-erasing probability.",
+                                           rich_help_panel="Augmentation"),
+    holdout: float | None = typer.Option(None, "--holdout", help="Hold out this fraction of "
+                                         "Training (stratified, fixed) as val (default: the "
+                                         "val split, or 0.1 if there is none).",
+                                         rich_help_panel="Data"),
+    holdout_seed: int = typer.Option(0, "--holdout-seed", rich_help_panel="Data"),
+    limit: int = typer.Option(0, "--limit", help="Train on N training images only: the first N "
+                              "of a fixed shuffle, so the class mix is kept (0 = all).",
+                              rich_help_panel="Data"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps.",
+                               rich_help_panel="Run"),
+    seed: int = typer.Option(0, "--seed", rich_help_panel="Run"),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the model.",
+                                 rich_help_panel="Run"),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA.",
+                             rich_help_panel="Run"),
+    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last",
+                                       help="channels_last memory format on CUDA.",
+                                       rich_help_panel="Run"),
+    threads: int = typer.Option(0, "--threads", help="CPU threads (0 = all cores).",
+                                rich_help_panel="Run"),
+    eval_batch_size: int = typer.Option(0, "--eval-batch-size", help="0 = 1024 on CUDA, 256 "
+                                        "on the CPU.", rich_help_panel="Run"),
+    out: str = typer.Option("", "--out", "-o", help="Run directory (default "
+                            "runs/<YYYYmmdd-HHMMSS>-<model>).", rich_help_panel="Run"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its "
+                                "last.pt (its saved options are used; --data, --device, "
+                                "--threads, --compile may be given).", rich_help_panel="Run"),
+    config_file: Path | None = typer.Option(None, "--config", help="Start from a config.json "
+                                            "(e.g. a run's); options given here override it.",
+                                            rich_help_panel="Run"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON at the end "
+                                 "(no progress bar).", rich_help_panel="Run"),
+) -> None:
+    from ferkit.errors import FerkitError
+    from ferkit.training.config import ConfigError, TrainConfig
+
+    values = dict(locals())
+    given = {name for name in _SCALAR_FIELDS + ("model_arg",)  # options typed on the command line
+             if getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
+             not in ("DEFAULT", "DEFAULT_MAP")}
+    base: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            base = json.loads(Path(config_file).read_text())
+        except (OSError, ValueError) as exc:
+            raise FerkitError(f"--config {config_file}: cannot read a JSON config ({exc})") from exc
+        base = TrainConfig.from_dict(base, strict=False).to_dict()
+        base.update(out="", resume=False)
+    fields = {name: values[name] for name in _SCALAR_FIELDS
+              if not base or name in given}
+    if "model_arg" in given or not base:
+        fields["model_kwargs"] = _parse_model_args(model_arg)
+    config = TrainConfig.from_dict({**base, **fields})
+    if config.resume:
+        from ferkit.training.config import RUNTIME_FIELDS
+
+        ignored = sorted(f"--{n.replace('_', '-')}" for n in given - set(RUNTIME_FIELDS))
+        if ignored:
+            typer.echo(f"note: --resume continues the run with its saved options; ignoring "
+                       f"{', '.join(ignored)}", err=True)
+    if not config.data and not config.resume:
+        raise ConfigError("--data PATH is required (a FER2013 CSV, image folder or zip)")
+    _run(config, as_json)
+
+
+def _parse_model_args(items: list[str]) -> dict[str, Any]:
+    from ferkit.training.config import ConfigError
+
+    kwargs: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ConfigError(f"--model-arg {item!r}: expected KEY=VALUE, e.g. dropout=0.3")
+        try:
+            kwargs[key.strip()] = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            kwargs[key.strip()] = raw.strip()
+    return kwargs
+
+
+def _run(config, as_json: bool) -> None:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from ferkit.training.trainer import RunInfo, train
+
+    console = Console(stderr=as_json, highlight=False)
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=24),
+                        MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                        console=console, disable=as_json, transient=False)
+    view = _ProgressView(progress, console)
+    started = {"info": None}
+
+    def on_start(info: RunInfo) -> None:
+        started["info"] = info
+        if not as_json:
+            _print_header(console, info)
+            progress.start()
+
+    t_load = time.perf_counter()
+    dataset = _load_data(config, console, quiet=as_json)
+    load_seconds = time.perf_counter() - t_load if dataset is not None else 0.0
+    try:
+        result = train(config, dataset, on_epoch=view.on_epoch, on_step=view.on_step,
+                       on_start=on_start)
+    except KeyboardInterrupt:
+        progress.stop()
+        info = started["info"]
+        if info is not None:
+            console.print("[yellow]interrupted[/]; the last finished epoch is saved. Continue "
+                          f"with:\n  ferkit train --resume --out {info.run_dir}")
+        sys.exit(130)
+    finally:
+        progress.stop()
+    if as_json:
+        typer.echo(json.dumps({**_result_dict(result), "load_seconds": load_seconds}, indent=2))
+    else:
+        _print_summary(console, result, load_seconds)
+
+
+def _load_data(config, console, quiet: bool):
+    """The dataset, with a progress bar while decoding (a cache miss); None lets train() load it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from ferkit.data import load_dataset
+
+    path = config.data
+    if not path and config.resume and config.out:
+        saved = Path(config.out) / "config.json"
+        path = json.loads(saved.read_text()).get("data", "") if saved.exists() else ""
+    if not path:
+        return None
+    with Progress("[bold]loading {task.description}", BarColumn(bar_width=24),
+                  MofNCompleteColumn(), TimeRemainingColumn(), console=console, disable=quiet,
+                  transient=True) as bar:
+        task = bar.add_task(str(path), total=None)
+        return load_dataset(path, progress=lambda done, total: bar.update(task, completed=done,
+                                                                           total=total))
+
+
+class _ProgressView:
+    """One Rich progress bar per epoch: loss, train/val accuracy, images/s, ETA."""
+
+    READ_EVERY_S = 0.5  # reading the loss syncs the device: not more often than this
+
+    def __init__(self, progress, console) -> None:
+        self.progress, self.console = progress, console
+        self.task = None
+        self.epoch = self.epochs = 0
+        self.last_read = 0.0
+        self.stats = ""
+        self.epoch_times: list[float] = []
+        self.t_epoch = time.perf_counter()
+
+    def on_step(self, s) -> None:
+        if s.epoch != self.epoch:
+            self.epoch, self.epochs = s.epoch, s.epochs
+            self.t_epoch, self.last_read = time.perf_counter(), 0.0
+            self.task = self.progress.add_task(f"epoch {s.epoch}/{s.epochs}", total=s.steps,
+                                               stats="")
+        now = time.perf_counter()
+        fields = {}
+        if now - self.last_read >= self.READ_EVERY_S or s.step == s.steps:
+            self.last_read = now
+            fields["stats"] = f"loss {s.loss:.3f}  {s.images_per_s:,.0f} img/s"
+        self.progress.update(self.task, completed=s.step, **fields)
+
+    def on_epoch(self, m) -> None:
+        self.epoch_times.append(time.perf_counter() - self.t_epoch)
+        best = " [green]best[/]" if m.is_best else ""
+        stats = (f"loss {m.train_loss:.3f}  train {m.train_acc:.1%}  val {m.val_acc:.1%}{best}  "
+                 f"{m.images_per_s:,.0f} img/s")
+        left = self.epochs - m.epoch
+        if left > 0:
+            stats += f"  (run eta {_hms(left * sum(self.epoch_times) / len(self.epoch_times))})"
+        if self.task is not None:
+            self.progress.update(self.task, stats=stats)
+
+
+def _print_header(console, info) -> None:
+    c = info.config
+    what = "resuming" if info.start_epoch else "training"
+    after = f" after epoch {info.start_epoch}" if info.start_epoch else ""
+    console.print(f"[bold]ferkit train[/]: {what} [cyan]{c.model}[/] "
+                  f"({info.parameters / 1e6:.2f}M parameters){after} on [cyan]{info.device}[/]")
+    console.print(f"  data: {info.n_train:,} training faces, {info.n_val:,} val faces "
+                  f"({info.val_source}); loaded in {info.data_seconds:.1f} s")
+    batch = min(c.batch_size, info.n_train)
+    console.print(f"  {c.epochs} epochs x {info.steps_per_epoch} steps of {batch}; "
+                  f"{c.optimizer} lr {c.lr:g} {c.schedule}; augment {c.augment}; balance "
+                  f"{c.balance}" + (f"; ema {c.ema}" if c.ema else ""))
+    console.print(f"  run dir: {info.run_dir}")
+
+
+def _print_summary(console, r, load_seconds: float = 0.0) -> None:
+    from rich.table import Table
+
+    t = Table(show_header=False, box=None, padding=(0, 2))
+    t.add_row("best val accuracy", f"[bold green]{r.best_val_accuracy:.2%}[/] (epoch "
+              f"{r.best_epoch} of {len(r.history)})" if r.history else "n/a")
+    if r.stopped_early:
+        t.add_row("early stopping", f"stopped after epoch {r.history[-1].epoch}")
+    t.add_row("run dir", str(r.run_dir))
+    t.add_row("wall time", f"{_hms(r.wall_seconds + load_seconds)} (loading data "
+              f"{load_seconds + r.data_seconds:.1f} s, training {r.train_seconds:.1f} s)")
+    console.print(t)
+    data = r.config.data if r.config is not None and r.config.data else "DATA"
+    console.print(f"next: ferkit evaluate --model {r.run_dir} --data {data}")
+
+
+def _result_dict(r) -> dict[str, Any]:
+    return {"run_dir": str(r.run_dir), "best_val_accuracy": r.best_val_accuracy,
+            "best_epoch": r.best_epoch, "epochs_run": len(r.history),
+            "stopped_early": r.stopped_early, "wall_seconds": r.wall_seconds,
+            "data_seconds": r.data_seconds, "train_seconds": r.train_seconds,
+            "history": [h.to_dict() for h in r.history]}
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

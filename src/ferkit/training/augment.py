@@ -1,0 +1,64 @@
+"""Whole-batch augmentation and normalisation on the device, with Kornia.
+
+A batch arrives as uint8 (B, 1, 48, 48) straight from the device-resident dataset and leaves as
+normalised float32; there is no per-image Python. Geometric and photometric changes run on
+[0, 1] pixels; random erasing runs after normalisation, so erased patches hold the mean face value.
+"""
+
+from __future__ import annotations
+
+import kornia.augmentation as K
+import torch
+from torch import nn
+
+from ferkit.training.config import TrainConfig
+
+
+class BatchAugment(nn.Module):
+    """uint8 (B, 1, H, W) -> augmented (if training) and normalised float (B, 1, H, W)."""
+
+    def __init__(self, config: TrainConfig, mean: float, std: float) -> None:
+        super().__init__()
+        self.mean, self.std = float(mean), float(std)
+        self.pixel = nn.Sequential(*_pixel_ops(config))
+        self.erase = nn.Sequential(*_erase_ops(config))
+
+    @property
+    def active(self) -> bool:
+        return len(self.pixel) + len(self.erase) > 0
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, train: bool = True) -> torch.Tensor:
+        x = x.float().div_(255.0)
+        if train and len(self.pixel):
+            x = self.pixel(x)
+        x = self.normalize(x)
+        if train and len(self.erase):
+            x = self.erase(x)
+        return x
+
+
+def _pixel_ops(c: TrainConfig) -> list[nn.Module]:
+    ops: list[nn.Module] = []
+    if c.aug_rotate or c.aug_shift or c.aug_scale:
+        ops.append(K.RandomAffine(
+            degrees=c.aug_rotate,
+            translate=(c.aug_shift, c.aug_shift) if c.aug_shift else None,
+            scale=(1 - c.aug_scale, 1 + c.aug_scale) if c.aug_scale else None,
+            padding_mode="reflection", p=1.0))
+    if c.aug_flip:
+        ops.append(K.RandomHorizontalFlip(p=c.aug_flip))
+    if c.aug_jitter:
+        j = c.aug_jitter
+        ops.append(K.RandomBrightness((1 - j, 1 + j), p=0.5))
+        ops.append(K.RandomContrast((1 - j, 1 + j), p=0.5))
+    return ops
+
+
+def _erase_ops(c: TrainConfig) -> list[nn.Module]:
+    if not c.aug_erase:
+        return []
+    return [K.RandomErasing(scale=(0.02, 0.15), ratio=(0.3, 3.3), value=0.0, p=c.aug_erase)]

@@ -1,0 +1,61 @@
+"""The run directory: config.json, metrics.jsonl, best.pt, last.pt, curves.png."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ferkit.errors import ModelError
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+BEST = "best.pt"
+LAST = "last.pt"
+CURVES = "curves.png"
+
+
+def default_run_dir(model: str, root: str | Path = "runs") -> Path:
+    """runs/<YYYYmmdd-HHMMSS>-<model>, with -2, -3 ... if that name is taken."""
+    base = Path(root) / f"{time.strftime('%Y%m%d-%H%M%S')}-{model}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def check_fresh(run_dir: Path) -> None:
+    """A new run must not overwrite another run's results."""
+    taken = [n for n in (LAST, BEST, METRICS) if (run_dir / n).exists()]
+    if taken:
+        raise ModelError(f"{run_dir} already holds a run ({', '.join(taken)}); pass --resume to "
+                         "continue it, or choose another --out")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
+    with open(run_dir / METRICS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def rewrite_metrics(run_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """metrics.jsonl as exactly these rows (on resume: drops lines of epochs after last.pt)."""
+    tmp = run_dir / f".{METRICS}.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, run_dir / METRICS)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,448 @@
+"""The training loop: `train(config)` -> TrainResult, one readable function; helpers below it.
+
+Speed comes from keeping everything on the device: the whole training set is one uint8 tensor
+(FER2013: 66 MB), each step indexes a batch out of it, augments and normalises the batch there
+(ferkit.training.augment), and runs forward/backward under bf16 autocast with channels_last on
+CUDA. There is no DataLoader and no per-image Python. Losses and accuracies are summed on the
+device and read once per epoch (or when a progress callback asks), so the GPU is never stalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ferkit.classes import CLASSES, NUM_CLASSES
+from ferkit.data.dataset import FaceDataset
+from ferkit.devices import resolve_device
+from ferkit.errors import DataError, ModelError
+from ferkit.models.checkpoint import load_checkpoint, save_checkpoint
+from ferkit.models.registry import create_model, get_entry
+from ferkit.training import run_dir as rd
+from ferkit.training.augment import BatchAugment
+from ferkit.training.balance import EpochSampler, class_weights
+from ferkit.training.config import RUNTIME_FIELDS, ConfigError, TrainConfig
+from ferkit.training.curves import plot_curves
+from ferkit.training.finetune import checkpoint_arch_kwargs
+from ferkit.training.optim import build_optimizer, build_scheduler
+from ferkit.training.splits import normalization_stats, split_train_val
+
+log = logging.getLogger(__name__)
+
+# metrics.jsonl fields that measure time, not learning (they differ between identical runs)
+TIMING_FIELDS = ("epoch_seconds", "images_per_s")
+
+
+@dataclass
+class EpochMetrics:
+    """One line of metrics.jsonl."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    epoch_seconds: float  # training steps only (evaluation and saving excluded)
+    images_per_s: float
+    best_val_acc: float = 0.0
+    best_epoch: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def is_best(self) -> bool:
+        return self.best_epoch == self.epoch
+
+
+@dataclass
+class StepMetrics:
+    """Passed to on_step after every optimizer step; reading .loss syncs the device, so a
+    progress display should read it only every so often."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    images: int  # training images seen this epoch
+    seconds: float  # since the epoch started
+    lr: float
+    _loss_sum: torch.Tensor = field(repr=False)
+
+    @property
+    def loss(self) -> float:
+        """Mean training loss of the epoch so far."""
+        return float(self._loss_sum) / self.step
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+
+@dataclass
+class RunInfo:
+    """Passed to on_start once the data and model are ready."""
+
+    run_dir: Path
+    config: TrainConfig
+    device: torch.device
+    n_train: int
+    n_val: int
+    val_source: str
+    steps_per_epoch: int
+    start_epoch: int  # epochs already done (resume), 0 for a new run
+    parameters: int
+    class_counts: list[int]
+    normalization: dict[str, float]
+    data_seconds: float
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_val_accuracy: float
+    best_epoch: int
+    history: list[EpochMetrics]
+    wall_seconds: float  # the whole train() call
+    data_seconds: float = 0.0  # loading the dataset and moving it to the device
+    train_seconds: float = 0.0  # sum of the epochs' training time (this call only)
+    stopped_early: bool = False
+    config: TrainConfig | None = None
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.run_dir / rd.BEST
+
+
+@dataclass
+class _State:
+    """What survives from epoch to epoch besides model/optimizer tensors (saved in last.pt)."""
+
+    epoch: int = 0
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped: bool = False
+    history: list[EpochMetrics] = field(default_factory=list)
+
+
+def train(config: TrainConfig, dataset: FaceDataset | None = None,
+          on_epoch: Callable[[EpochMetrics], None] | None = None,
+          on_step: Callable[[StepMetrics], None] | None = None,
+          on_start: Callable[[RunInfo], None] | None = None) -> TrainResult:
+    """Train config.model on config.data (or `dataset`), writing everything to the run directory.
+
+    With config.resume, continues the run in config.out from its last.pt (the saved config is
+    used, except for the runtime options data/device/threads/compile) and ends with the metrics an
+    uninterrupted run would have had.
+    """
+    t_call = time.perf_counter()
+    config, run_dir, ckpt = _prepare_run(config)
+    device = _setup_device(config)
+    _seed_everything(config.seed)
+
+    # ---- data: every face on the device as uint8; train/val split; normalisation stats ----
+    t_data = time.perf_counter()
+    if dataset is None:
+        dataset = _load_dataset(config.data)
+    split = split_train_val(dataset, config.holdout, config.holdout_seed, config.limit)
+    mean, std = normalization_stats(split.train_images)
+    train_x, train_y = _to_device(split.train_images, split.train_labels, device)
+    val_x, val_y = _to_device(split.val_images, split.val_labels, device)
+    data_seconds = time.perf_counter() - t_data
+
+    # ---- model, optimizer, schedule, loss ----
+    model = _create_model(config).to(device)
+    cuda = device.type == "cuda"
+    channels_last = cuda and config.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+           if config.ema else None)
+    augment = BatchAugment(config, mean, std).to(device)
+    sampler = EpochSampler(split.train_labels, config.batch_size, config.balance,
+                           config.balance_power, config.seed, device)
+    steps = sampler.steps_per_epoch
+    optimizer = build_optimizer(model, config, device)
+    scheduler = build_scheduler(optimizer, config, config.epochs * steps)
+    weight = None
+    if config.balance == "weights":
+        weight = torch.tensor(class_weights(split.class_counts, config.balance_power),
+                              dtype=torch.float32, device=device)
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    forward = torch.compile(model) if config.compile else model
+    state = _State()
+    if ckpt is not None:
+        _restore(ckpt, model, optimizer, scheduler, ema, sampler, state, len(train_y), steps)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config.resume:  # drop lines of an epoch that was cut off before its last.pt was written
+        rd.rewrite_metrics(run_dir, [h.to_dict() for h in state.history])
+    else:
+        rd.write_json(run_dir / rd.CONFIG, config.to_dict())
+    ckpt_base = {"arch": config.model, "arch_kwargs": checkpoint_arch_kwargs(config.model_kwargs),
+                 "classes": list(CLASSES), "normalization": {"mean": mean, "std": std},
+                 "config": config.to_dict()}
+    if on_start is not None:
+        on_start(RunInfo(run_dir, config, device, len(train_y), len(val_y), split.val_source,
+                         steps, state.epoch, sum(p.numel() for p in model.parameters()),
+                         split.class_counts.tolist(), {"mean": mean, "std": std}, data_seconds))
+
+    # ---- the loop ----
+    train_seconds = 0.0
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        if state.stopped:
+            break
+        _train_mode(model, epoch, config)
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for step, idx in enumerate(sampler.epoch(), start=1):
+            x = augment(train_x[idx], train=True)
+            y = train_y[idx]
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, config.amp):
+                logits = forward(x)
+            loss = criterion(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            lr = max(g["lr"] for g in optimizer.param_groups)
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            loss_sum += loss.detach()
+            correct += (logits.detach().argmax(dim=1) == y).sum()
+            if on_step is not None:
+                on_step(StepMetrics(epoch, config.epochs, step, steps, step * len(y),
+                                    time.perf_counter() - t0, lr, loss_sum))
+        train_loss, train_acc = loss_sum.item() / steps, correct.item() / (steps * len(y))
+        epoch_seconds = time.perf_counter() - t0  # .item() above waited for the device
+        train_seconds += epoch_seconds
+
+        eval_model = ema.module if ema is not None else model
+        val_loss, val_acc = evaluate(eval_model, augment, val_x, val_y,
+                                     config.eval_batch_size or (1024 if cuda else 256),
+                                     config.amp, channels_last)
+        if val_acc > state.best_val_acc:
+            state.best_val_acc, state.best_epoch, state.bad_epochs = val_acc, epoch, 0
+        else:
+            state.bad_epochs += 1
+        state.stopped = bool(config.early_stopping) and state.bad_epochs >= config.early_stopping
+        state.epoch = epoch
+        m = EpochMetrics(epoch, train_loss, train_acc, val_loss, val_acc, lr, epoch_seconds,
+                         steps * len(y) / epoch_seconds, state.best_val_acc, state.best_epoch)
+        state.history.append(m)
+
+        # ---- write the run directory: metrics, curves, best.pt, last.pt ----
+        rd.append_metrics(run_dir, m.to_dict())
+        plot_curves([h.to_dict() for h in state.history], run_dir / rd.CURVES,
+                    f"{config.model} - {run_dir.name}")
+        weights = _cpu_state(eval_model)
+        if m.is_best:
+            save_checkpoint(run_dir / rd.BEST, {**ckpt_base, "epoch": epoch,
+                                                "metrics": m.to_dict(), "state_dict": weights})
+        save_checkpoint(run_dir / rd.LAST, {
+            **ckpt_base, "epoch": epoch, "metrics": m.to_dict(), "state_dict": weights,
+            **_resume_state(model, optimizer, scheduler, ema, sampler, state, len(train_y),
+                            steps)})
+        if on_epoch is not None:
+            on_epoch(m)
+
+    return TrainResult(run_dir, max(state.best_val_acc, 0.0), state.best_epoch, state.history,
+                       time.perf_counter() - t_call, data_seconds, train_seconds, state.stopped,
+                       config)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, augment: BatchAugment, images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = 1024, amp: bool = True, channels_last: bool = False
+             ) -> tuple[float, float]:
+    """Mean cross-entropy (no smoothing, no class weights) and accuracy on uint8 faces."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=images.device)
+    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    for start in range(0, len(images), batch_size):
+        x = augment(images[start:start + batch_size], train=False)
+        y = labels[start:start + batch_size]
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(images.device, amp):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(dim=1) == y).sum()
+    model.train(was_training)
+    n = max(len(images), 1)
+    return loss_sum.item() / n, correct.item() / n
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _prepare_run(config: TrainConfig) -> tuple[TrainConfig, Path, dict | None]:
+    """Validated config, run directory (created later, once data and model are ready), and the
+    last.pt to resume from (or None)."""
+    ckpt = None
+    if config.resume:
+        if not config.out:
+            raise ConfigError("--resume needs --out RUN_DIR: the run directory to continue")
+        run_dir = Path(config.out)
+        if not run_dir.is_dir():
+            raise ModelError(f"{run_dir}: no such run directory to resume")
+        if (run_dir / rd.LAST).exists():
+            ckpt = load_checkpoint(run_dir / rd.LAST)
+            saved = ckpt.get("config") or {}
+        elif (run_dir / rd.CONFIG).exists():  # killed during epoch 1: start it again
+            saved = json.loads((run_dir / rd.CONFIG).read_text())
+        else:
+            raise ModelError(f"{run_dir}: holds neither last.pt nor config.json; nothing to resume")
+        runtime = {k: getattr(config, k) for k in RUNTIME_FIELDS}
+        saved_config = TrainConfig.from_dict(saved, strict=False)
+        runtime["data"] = runtime["data"] or saved_config.data
+        config = replace(saved_config, **runtime)
+    config = config.validated()
+    get_entry(config.model)  # unknown model: ModelError now, before any data is loaded
+    if not config.resume:
+        run_dir = Path(config.out) if config.out else rd.default_run_dir(config.model)
+        rd.check_fresh(run_dir)
+        config = replace(config, out=str(run_dir))
+    return config, run_dir, ckpt
+
+
+def _setup_device(config: TrainConfig) -> torch.device:
+    device = resolve_device(config.device)
+    if device.type == "cpu" or config.threads:
+        torch.set_num_threads(config.threads or _cpu_count())
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def _cpu_count() -> int:
+    """Cores this process may run on (the affinity mask / cgroup cpuset), else os.cpu_count()."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # CPU and every CUDA device
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _load_dataset(path: str) -> FaceDataset:
+    if not path:
+        raise ConfigError("no training data: pass --data PATH (a FER2013 CSV, folder or zip)")
+    from ferkit.data import load_dataset
+
+    return load_dataset(path)
+
+
+def _create_model(config: TrainConfig) -> nn.Module:
+    try:
+        return create_model(config.model, num_classes=NUM_CLASSES, **config.model_kwargs)
+    except TypeError as exc:
+        raise ModelError(f"model {config.model!r}: bad model_kwargs {config.model_kwargs}: {exc}"
+                         ) from exc
+
+
+def _train_mode(model: nn.Module, epoch: int, config: TrainConfig) -> None:
+    """model.train(); with --freeze-epochs, the backbone stays frozen for the first epochs."""
+    if config.freeze_epochs:
+        from ferkit.training import finetune
+
+        finetune.train_mode(model, epoch - 1, config.freeze_epochs)  # it counts epochs from 0
+    else:
+        model.train()
+
+
+def _to_device(images: np.ndarray, labels: np.ndarray, device: torch.device
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).to(device)
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+    return x, y
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        with contextlib.suppress(RuntimeError, IndexError):  # resumed on fewer GPUs
+            torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _resume_state(model, optimizer, scheduler, ema, sampler, state: _State, n_train: int,
+                  steps: int) -> dict[str, Any]:
+    """The last.pt entries that let --resume continue exactly where this epoch ended."""
+    return {
+        "train_state_dict": _cpu_state(model) if ema is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "sampler": sampler.state_dict(),
+        "rng": _rng_state(),
+        "early_stopping": {"best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
+                           "bad_epochs": state.bad_epochs, "stopped": state.stopped},
+        "history": [h.to_dict() for h in state.history],
+        "data": {"n_train": n_train, "steps_per_epoch": steps},
+    }
+
+
+def _restore(ckpt: dict, model, optimizer, scheduler, ema, sampler, state: _State, n_train: int,
+             steps: int) -> None:
+    data = ckpt.get("data") or {}
+    if data.get("n_train") != n_train or data.get("steps_per_epoch") != steps:
+        raise DataError(f"{ckpt['path']}: the run trained on {data.get('n_train')} faces, this "
+                        f"data gives {n_train}; resume with the same --data")
+    model.load_state_dict(ckpt["train_state_dict"] if ema is not None else ckpt["state_dict"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if ema is not None:
+        ema.load_state_dict(ckpt["ema"])
+    sampler.load_state_dict(ckpt["sampler"])
+    es = ckpt["early_stopping"]
+    state.epoch = int(ckpt["epoch"])
+    state.best_val_acc, state.best_epoch = float(es["best_val_acc"]), int(es["best_epoch"])
+    state.bad_epochs, state.stopped = int(es["bad_epochs"]), bool(es["stopped"])
+    state.history = [EpochMetrics(**h) for h in ckpt["history"]]
+    _set_rng_state(ckpt["rng"])  # last: building the model above consumed random numbers
