@@ -45,9 +45,9 @@ def _root(
 
 
 def _register_commands() -> None:
-    from ferkit.cli import data, evaluate, models, predict, train
+    from ferkit.cli import data, evaluate, models, predict, report, serve, sweep, train
 
-    for module in (data, models, train, evaluate, predict):
+    for module in (data, models, train, evaluate, predict, serve, sweep, report):
         module.register(app)
 
 
@@ -55,26 +55,19 @@ _register_commands()
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 1."""
+    """Entry point: user errors become one line on stderr and exit code 1 (--debug: traceback).
+
+    Typer's standalone mode handles --help, usage errors (exit 2) and Ctrl-C itself.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except FerkitError as exc:
-        if _state["debug"] or "--debug" in sys.argv:
+        if _state["debug"]:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    except (typer.Exit, SystemExit) as exc:
-        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors etc.
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if "--debug" in sys.argv:
+    except Exception as exc:
+        if _state["debug"]:
             raise
         typer.echo(f"error: {exc.__class__.__name__}: {exc} (run with --debug for a traceback)",
                    err=True)
