@@ -1,0 +1,41 @@
+"""ferkit CLI: `ferkit report RUN_DIR... --out report.html` (compare training runs)."""
+
+from __future__ import annotations
+
+import typer
+
+HELP = """Compare training runs in ONE self-contained HTML page (figures embedded): the options \
+that differ, a table (model, parameters, epochs, best val accuracy, macro-F1, train time), the \
+learning curves overlaid and, with --data, each run's confusion matrix on its own validation \
+faces.
+
+Macro-F1 comes from an evaluation JSON in the run dir (`ferkit evaluate --out RUN_DIR/eval`), \
+else from --data.
+
+Examples:
+
+  ferkit report runs/shallow runs/vgg-gap --out report.html
+
+  ferkit report runs/sweeps/conv-stages/trial-* --data fer2013.zip --out stages.html
+"""
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the root app."""
+    app.command("report", help=HELP, no_args_is_help=True)(report_command)
+
+
+def report_command(
+    runs: list[str] = typer.Argument(..., help="Run directories (from ferkit train or sweep)."),
+    out: str = typer.Option("report.html", "--out", "-o", help="HTML file to write."),
+    data: str = typer.Option(None, "--data", "-d", help="Dataset for the confusion matrices "
+                             "(each run's own validation faces)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps."),
+    title: str = typer.Option("ferkit run comparison", "--title", help="Page title."),
+) -> None:
+    from ferkit.evaluation.report import format_summary, write_report
+
+    path, records = write_report(runs, out, data=data, device=device, title=title)
+    typer.echo(f"compared {len(records)} runs:")
+    typer.echo(format_summary(records))
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB, self-contained)")
