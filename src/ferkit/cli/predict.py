@@ -1,7 +1,383 @@
-"""ferkit CLI: predict commands (placeholder until implemented)."""
+"""ferkit CLI: `ferkit predict` (images, folders, videos), `ferkit webcam` and `ferkit demo`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import typer
+
+from ferkit.errors import FerkitError
+
+PREDICT_HELP = """Find the faces in images, folders or videos and name the expression on each.
+
+INPUT may be image files, folders (searched recursively for images and videos) or video files
+(.mp4 .avi .mov .mkv .webm). Faces that are very small or blurry are still reported, with a
+flag.
+
+Output: a table, or with --json one JSON object per input (JSON Lines) on stdout:
+{"input": ..., "faces": [{"box": \\[x, y, w, h], "expression": ..., "score": ...,
+"probabilities": {...}, "detection_score": ..., "flags": [...]}]}; an input that could not be
+read gives {"input": ..., "error": ...}.
+
+--out DIR writes annotated copies of the images, results.csv (one row per face) and, per
+video, an annotated video, per-frame CSV and JSON and a timeline plot. Videos are always
+written somewhere: to --out, else to ./ferkit-out.
+
+One unreadable file does not stop the others; they are counted and listed at the end. The
+exit code is 0 when at least one input was processed, 1 when every input failed.
+
+Examples:
+
+  ferkit predict photo.jpg
+
+  ferkit predict photos/ --json > faces.jsonl
+
+  ferkit predict photos/ clip.mp4 --out results/ --every 5
+"""
+
+DEMO_HELP = """Recognise the expressions in the sample photo shipped with ferkit (three
+public-domain photographs): prints the faces and writes the annotated photo and a figure with
+each face's probabilities. Needs no dataset and no network.
+
+Examples:
+
+  ferkit demo
+
+  ferkit demo --out demo/ --model runs/vgg-gap
+"""
+
+WEBCAM_HELP = """Live expression recognition from a camera, in a window: boxes, labels and
+frames per second. Press q or Esc to quit.
+
+Needs a display and an OpenCV build with GUI support (ferkit installs the headless one:
+`pip uninstall -y opencv-python-headless && pip install opencv-python`).
+
+Examples:
+
+  ferkit webcam
+
+  ferkit webcam --camera 1 --model runs/vgg-gap
+"""
+
+DEFAULT_VIDEO_OUT = Path("ferkit-out")
+
+
+@dataclass
+class InputItem:
+    path: Path
+    kind: str  # "image", "video" or "error"
+    root: Path | None = None  # the folder it was found in (for output paths)
+    error: str = ""
+
+
+@dataclass
+class Summary:
+    processed: int = 0
+    failed: int = 0
+    faces: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def collect_inputs(paths: list[Path]) -> list[InputItem]:
+    """Expand folders (recursively, image and video extensions) and classify each input."""
+    from ferkit.recognition.images import is_image_path, is_video_path
+
+    items: list[InputItem] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and (is_image_path(p) or is_video_path(p))
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not found:
+                items.append(InputItem(path, "error", error=f"{path}: folder holds no images "
+                                                            "or videos"))
+            for p in found:
+                items.append(InputItem(p, "video" if is_video_path(p) else "image", root=path))
+        elif not path.exists():
+            items.append(InputItem(path, "error", error=f"{path}: no such file or folder"))
+        else:
+            items.append(InputItem(path, "video" if is_video_path(path) else "image"))
+    return items
+
+
+def _output_path(out: Path, item: InputItem, used: set[Path], suffix: str) -> Path:
+    """Where the annotated copy of an image goes: mirrors folder structure, never overwrites."""
+    rel = Path(item.root.name) / item.path.relative_to(item.root) if item.root else \
+        Path(item.path.name)
+    ext = item.path.suffix.lower() if item.path.suffix.lower() in (".jpg", ".jpeg", ".png") \
+        else ".png"
+    target = out / rel.parent / f"{rel.stem}{suffix}{ext}"
+    n = 2
+    while target in used:
+        target = out / rel.parent / f"{rel.stem}{suffix}-{n}{ext}"
+        n += 1
+    used.add(target)
+    return target
+
+
+def _short(message: str, name: str) -> str:
+    """An error message without the leading 'path: ' (the table / list already shows it)."""
+    prefix = f"{name}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def faces_table(rows: list[tuple[str, list]], title: str | None = None):
+    """A Rich table: one row per face (or per image without faces)."""
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    table.add_column("input", overflow="fold")
+    table.add_column("#", justify="right")
+    table.add_column("box x,y,w,h", no_wrap=True)
+    table.add_column("expression")
+    table.add_column("score", justify="right")
+    table.add_column("runner-up")
+    table.add_column("flags")
+    for name, faces in rows:
+        if not faces:
+            table.add_row(name, "", "", "[dim]no face found[/dim]", "", "", "")
+        for i, face in enumerate(faces):
+            ranked = sorted(face.probabilities.items(), key=lambda kv: -kv[1])
+            second = f"{ranked[1][0]} {ranked[1][1]:.2f}" if len(ranked) > 1 else ""
+            table.add_row(name if i == 0 else "", str(i + 1), ",".join(map(str, face.box)),
+                          f"[bold]{face.expression}[/bold]", f"{face.score:.2f}", second,
+                          ", ".join(face.flags))
+    return table
+
+
+def _csv_header(classes: tuple[str, ...]) -> list[str]:
+    return ["input", "face", "x", "y", "w", "h", "expression", "score", *classes,
+            "detection_score", "flags"]
+
+
+def _csv_rows(name: str, faces: list, classes: tuple[str, ...]) -> list[list]:
+    return [[name, i, *face.box, face.expression, f"{face.score:.4f}",
+             *(f"{face.probabilities.get(c, 0.0):.4f}" for c in classes),
+             f"{face.detection_score:.3f}", ";".join(face.flags)] for i, face in enumerate(faces)]
+
+
+def _print_json(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def predict(
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...",
+                                        help="Image files, folders or video files."),
+    model: str = typer.Option("default", "--model", "-m", metavar="default|RUN_DIR|CHECKPOINT",
+                              help="'default' (bundled model), a training run directory (its "
+                                   "best.pt) or a checkpoint file."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object per input "
+                                                        "(JSON Lines) instead of a table."),
+    out: Path | None = typer.Option(None, "--out", "-o", metavar="DIR",
+                                    help="Write annotated images, results.csv and video "
+                                         "outputs here."),
+    every: int = typer.Option(1, "--every", min=1, metavar="K",
+                              help="Videos: recognise every K-th frame only (faster)."),
+    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda|mps",
+                               help="Where to run the classifier."),
+    min_confidence: float = typer.Option(0.5, "--min-confidence", min=0.0, max=1.0,
+                                         help="Face detector confidence threshold (0-1)."),
+    tta: str = typer.Option("none", "--tta", metavar="none|flip|tencrop",
+                            help="Test-time augmentation for the classifier."),
+    progress: bool = typer.Option(True, "--progress/--no-progress",
+                                  help="Progress bars on stderr."),
+) -> None:
+    from rich.console import Console
+
+    from ferkit.models.predictor import TTA_MODES
+    from ferkit.recognition.draw import annotate, save_image
+    from ferkit.recognition.images import read_image
+    from ferkit.recognition.recognizer import Recognizer
+
+    if tta not in TTA_MODES:
+        raise FerkitError(f"--tta {tta}: choose one of {', '.join(TTA_MODES)}")
+    console = Console()
+    err = Console(stderr=True)
+    items = collect_inputs(list(inputs))
+    rec = Recognizer(model=model, device=device, min_confidence=min_confidence, tta=tta)
+    classes = tuple(rec.classes)
+    summary = Summary()
+    table_rows: list[tuple[str, list]] = []
+    video_notes: list[str] = []
+    csv_rows: list[list] = []
+    used: set[Path] = set()
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    show_progress = progress and err.is_terminal
+    n_images = sum(1 for it in items if it.kind == "image")
+
+    def fail(item: InputItem, message: str) -> None:
+        summary.failed += 1
+        summary.failures.append((str(item.path), message))
+        if json_out:
+            _print_json({"input": str(item.path), "error": message})
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), console=err, transient=True, disable=not show_progress)
+    with bar:
+        image_task = bar.add_task("images", total=n_images) if n_images > 1 else None
+        for item in items:
+            if item.kind == "error":
+                fail(item, item.error)
+                continue
+            if item.kind == "video":
+                try:
+                    faces_found = _run_video(rec, item, out, every, bar, json_out, video_notes)
+                except FerkitError as exc:
+                    fail(item, str(exc))
+                    continue
+                summary.processed += 1
+                summary.faces += faces_found
+                continue
+            try:
+                loaded = read_image(item.path)
+                faces = rec.predict(loaded)
+            except FerkitError as exc:
+                fail(item, str(exc))
+            else:
+                summary.processed += 1
+                summary.faces += len(faces)
+                record: dict = {"input": str(item.path), "faces": [f.to_dict() for f in faces]}
+                if out is not None:
+                    target = _output_path(out, item, used, ".annotated")
+                    save_image(annotate(loaded.array, faces, 1.0 / loaded.scale), target)
+                    record["annotated"] = str(target)
+                    csv_rows.extend(_csv_rows(str(item.path), faces, classes))
+                if json_out:
+                    _print_json(record)
+                else:
+                    table_rows.append((str(item.path), faces))
+            if image_task is not None:
+                bar.advance(image_task)
+
+    if out is not None and n_images:
+        csv_path = out / "results.csv"
+        with open(csv_path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(_csv_header(classes))
+            writer.writerows(csv_rows)
+    if not json_out and table_rows:
+        console.print(faces_table(table_rows))
+    for note in video_notes:
+        console.print(note, highlight=False)
+    report = err if json_out else console
+    total = summary.processed + summary.failed
+    report.print(f"{total} input(s): {summary.processed} processed, {summary.failed} failed, "
+                 f"{summary.faces} face(s) found"
+                 + (f"; outputs in {out}" if out is not None and summary.processed else ""))
+    if summary.failures:
+        report.print("[red]failed:[/red]")
+        for name, message in summary.failures:
+            report.print(f"  {name}: {_short(message, name)}", markup=False, highlight=False)
+    if total and summary.processed == 0:
+        # A FerkitError, not typer.Exit(1): `ferkit` turns it into one line and exit code 1.
+        raise FerkitError(f"every input failed ({summary.failed} of {total})")
+
+
+def _run_video(rec, item: InputItem, out: Path | None, every: int, bar, json_out: bool,
+               notes: list[str]) -> int:
+    """Process one video with a progress bar; prints its JSON line (or adds a summary note to
+    `notes`); returns the number of faces found."""
+    from ferkit.recognition.video import process_video
+
+    out_dir = out if out is not None else DEFAULT_VIDEO_OUT
+    if item.root is not None and out is not None:
+        out_dir = out / item.root.name / item.path.relative_to(item.root).parent
+    task = bar.add_task(f"{item.path.name}", total=None)
+
+    def on_frame(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total or None)
+
+    try:
+        result = process_video(rec, item.path, out_dir, every=every, on_frame=on_frame)
+    finally:
+        bar.remove_task(task)
+    if json_out:
+        _print_json(result.to_dict())
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(result.summary().items(),
+                                                          key=lambda kv: -kv[1])) or "none"
+        notes.append(
+            f"[bold]{item.path}[/bold]: {result.frames_read} frames at {result.fps:.1f} fps, "
+            f"{len(result.frames)} processed (every {every}), {result.n_faces} face(s); "
+            f"largest face per frame: {counts}\n  wrote {result.outputs['video']}, "
+            f"{result.outputs['csv']}, {result.outputs['json']}, {result.outputs['plot']}")
+    return result.n_faces
+
+
+def webcam(
+    camera: int = typer.Option(0, "--camera", "-c", min=0, help="Camera index."),
+    model: str = typer.Option("default", "--model", "-m", metavar="default|RUN_DIR|CHECKPOINT",
+                              help="'default' (bundled model), a run directory or a checkpoint."),
+    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda|mps"),
+    min_confidence: float = typer.Option(0.5, "--min-confidence", min=0.0, max=1.0,
+                                         help="Face detector confidence threshold (0-1)."),
+) -> None:
+    from ferkit.recognition.live import check_display, run_webcam
+    from ferkit.recognition.recognizer import Recognizer
+
+    check_display()  # before loading the model: fail fast on a headless machine
+    rec = Recognizer(model=model, device=device, min_confidence=min_confidence)
+    start = time.perf_counter()
+    frames = run_webcam(rec, camera)
+    elapsed = time.perf_counter() - start
+    typer.echo(f"{frames} frames in {elapsed:.1f} s ({frames / max(elapsed, 1e-9):.1f} FPS)")
+
+
+def demo(
+    out: Path = typer.Option(Path("ferkit-demo"), "--out", "-o", metavar="DIR",
+                             help="Where to write the annotated photo and the figure."),
+    model: str = typer.Option("default", "--model", "-m", metavar="default|RUN_DIR|CHECKPOINT",
+                              help="'default' (bundled model), a run directory or a checkpoint."),
+    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda|mps"),
+    image: Path | None = typer.Option(None, "--image", metavar="PATH",
+                                      help="Use this photo instead of the bundled sample."),
+) -> None:
+    from rich.console import Console
+
+    from ferkit.recognition.draw import annotate, demo_figure, save_image
+    from ferkit.recognition.images import read_image
+    from ferkit.recognition.recognizer import Recognizer
+    from ferkit.recognition.samples import sample_photo
+
+    console = Console()
+    photo = image if image is not None else sample_photo()
+    start = time.perf_counter()
+    rec = Recognizer(model=model, device=device)
+    loaded = read_image(photo)
+    t0 = time.perf_counter()
+    faces = rec.predict(loaded)
+    took = time.perf_counter() - t0
+    model_path = rec.predictor.meta.get("path") or model
+    console.print(f"model: {rec.predictor.arch} ({model_path}) on {rec.device}", highlight=False)
+    console.print(faces_table([(photo.name, faces)],
+                              title=f"{len(faces)} face(s) in {photo.name} ({took * 1000:.0f} ms)"))
+    out.mkdir(parents=True, exist_ok=True)
+    annotated = save_image(annotate(loaded.array, faces, 1.0 / loaded.scale),
+                           out / f"{photo.stem}.annotated.jpg")
+    figure = demo_figure(loaded.array, faces, out / f"{photo.stem}.figure.png",
+                         scale=1.0 / loaded.scale, classes=rec.classes,
+                         title=f"{photo.name}: {len(faces)} face(s), model {rec.predictor.arch}")
+    console.print(f"wrote {annotated} and {figure} ({time.perf_counter() - start:.1f} s in all)",
+                  highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("predict", help=PREDICT_HELP)(predict)
+    app.command("webcam", help=WEBCAM_HELP)(webcam)
+    app.command("demo", help=DEMO_HELP)(demo)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -20,6 +21,12 @@ class Face:
     detection_score: float = 1.0
     landmarks: list[tuple[int, int]] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    # The aligned 48x48 uint8 grayscale crop that was classified (None when not kept).
+    crop: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def area(self) -> int:
+        return int(self.box[2]) * int(self.box[3])
 
     def to_dict(self) -> dict:
         return {

@@ -1,0 +1,152 @@
+"""Recognizer: find the faces in a picture and name the expression on each.
+
+    import ferkit
+    rec = ferkit.Recognizer()             # bundled model, best available device
+    faces = rec.predict("photo.jpg")      # path, PIL image, (H, W, 3) RGB or (H, W) gray array
+    for f in faces:
+        print(f.box, f.expression, f.score, f.flags)
+    probs = rec.classify(crops)           # (N, 48, 48) uint8 faces -> (N, 7) probabilities
+
+Steps per image: read (ferkit.recognition.images), detect (YuNet on a copy whose longest side
+is <= 1280 px), align each face to a 48x48 FER2013-style crop (ferkit.recognition.align), and
+classify all faces of the image in one batch with ferkit.models.predictor.Predictor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ferkit.recognition.align import FACE_SIZE, align_face, quality_flags, to_gray
+from ferkit.recognition.detector import Detection, Detector, YuNetDetector
+from ferkit.recognition.face import Face
+from ferkit.recognition.images import LoadedImage, load_image
+
+ImageInput = str | Path | Image.Image | np.ndarray | LoadedImage
+
+
+class Recognizer:
+    """Face detection + expression classification.
+
+    model: "default" (the bundled weights), a training run directory, a checkpoint file, or an
+        already loaded ferkit.models.predictor.Predictor.
+    device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
+    min_confidence: detector confidence (0..1) below which a face is ignored.
+    tta: test-time augmentation for classification: "none", "flip" or "tencrop".
+    detector: any object with detect(rgb) -> list[Detection]; YuNet by default.
+    """
+
+    def __init__(self, model=None, device: str = "auto", min_confidence: float = 0.5,
+                 tta: str = "none", detector: Detector | None = None,
+                 detect_max_side: int = 1280) -> None:
+        from ferkit.models.predictor import TTA_MODES, Predictor
+
+        if tta not in TTA_MODES:
+            raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+        if model is None:
+            model = "default"
+        self.predictor = model if isinstance(model, Predictor) else Predictor.load(model, device)
+        self.tta = tta
+        self.detector = detector or YuNetDetector(min_confidence, max_side=detect_max_side)
+        self.min_confidence = float(min_confidence)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.predictor.classes
+
+    @property
+    def device(self):
+        return self.predictor.device
+
+    def __repr__(self) -> str:
+        path = self.predictor.meta.get("path", "")
+        return (f"Recognizer(model={path!r}, arch={self.predictor.arch!r}, "
+                f"device={str(self.device)!r}, tta={self.tta!r})")
+
+    # -- classification -------------------------------------------------------------------
+    def classify(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 48, 48) uint8 grayscale faces (or one (48, 48) face) -> (N, 7) probabilities.
+
+        Crops of another square size are resized to 48x48; rows sum to 1.
+        """
+        arr = np.asarray(crops)
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim == 4 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if arr.ndim != 3:
+            raise ValueError(f"expected (N, 48, 48) grayscale faces, got shape {arr.shape}")
+        if len(arr) == 0:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        if arr.dtype != np.uint8:
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+        if arr.shape[1:] != (FACE_SIZE, FACE_SIZE):
+            import cv2
+
+            arr = np.stack([cv2.resize(a, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
+                            for a in arr])
+        return self.predictor.predict_proba(np.ascontiguousarray(arr), tta=self.tta)
+
+    # -- detection and alignment ----------------------------------------------------------
+    def _detect(self, loaded: LoadedImage) -> list[Detection]:
+        """Detections in pixels of loaded.array, left to right."""
+        found = list(self.detector.detect(loaded.array))
+        found.sort(key=lambda d: (d.box[0], d.box[1]))
+        return found
+
+    def _detect_and_align(self, loaded: LoadedImage) -> tuple[list[Detection], np.ndarray]:
+        """Detections in pixels of loaded.array (left to right) and their aligned crops."""
+        found = self._detect(loaded)
+        if not found:
+            return [], np.zeros((0, FACE_SIZE, FACE_SIZE), np.uint8)
+        gray = to_gray(loaded.array)
+        return found, np.stack([align_face(gray, d) for d in found])
+
+    def detect(self, image: ImageInput) -> list[Detection]:
+        """Faces in the image, boxes in pixels of the original image, sorted left to right."""
+        loaded = load_image(image)
+        found = self._detect(loaded)
+        return [d.scaled(loaded.scale) for d in found] if loaded.scale != 1.0 else found
+
+    def crops(self, image: ImageInput) -> tuple[list[Detection], np.ndarray]:
+        """Detections (pixels of the original image) and their (N, 48, 48) aligned crops."""
+        loaded = load_image(image)
+        found, crops = self._detect_and_align(loaded)
+        if loaded.scale != 1.0:
+            found = [d.scaled(loaded.scale) for d in found]
+        return found, crops
+
+    # -- the whole pipeline ---------------------------------------------------------------
+    def predict(self, image: ImageInput) -> list[Face]:
+        """Detect, align and classify every face; a list of Face sorted left to right.
+
+        image: a path, a PIL image, an (H, W, 3) uint8 RGB array or an (H, W) gray array.
+        Boxes and landmarks are in pixels of the original image (after EXIF rotation).
+        Small or blurry faces are kept and carry "small" / "blurry" in Face.flags.
+        """
+        loaded = load_image(image)
+        found, crops = self._detect_and_align(loaded)
+        if not found:
+            return []
+        probs = self.classify(crops)
+        s = loaded.scale
+        faces = []
+        for det, crop, p in zip(found, crops, probs, strict=True):
+            best = int(np.argmax(p))
+            x, y, w, h = (v * s for v in det.box)
+            faces.append(Face(
+                box=(round(x), round(y), round(w), round(h)),
+                expression=self.classes[best],
+                score=float(p[best]),
+                probabilities={c: float(v) for c, v in zip(self.classes, p, strict=True)},
+                detection_score=det.score,
+                landmarks=[(round(px * s), round(py * s)) for px, py in det.landmarks],
+                flags=quality_flags(w, h, crop),
+                crop=crop,
+            ))
+        return faces
+
+    def __call__(self, image: ImageInput) -> list[Face]:
+        return self.predict(image)

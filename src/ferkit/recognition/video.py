@@ -1,0 +1,188 @@
+"""Expressions through a video: per-frame results, an annotated copy and a timeline plot.
+
+process_video reads frames with OpenCV, recognises every k-th frame (the boxes of the last
+processed frame are kept on the frames in between, so the annotated video stays smooth), and
+writes to out_dir:
+    <stem>.annotated.mp4   every frame, with boxes and labels (mp4v codec)
+    <stem>.frames.csv      one row per face per processed frame (a row with an empty face
+                           column for a processed frame without faces)
+    <stem>.frames.json     the same as one JSON document
+    <stem>.timeline.png    the 7 probabilities of the largest face per frame over time
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ferkit.errors import FerkitError, InputError
+from ferkit.recognition.draw import annotate, timeline_plot
+from ferkit.recognition.face import Face
+
+DEFAULT_FPS = 25.0
+
+
+@dataclass
+class FrameResult:
+    index: int
+    time: float  # seconds from the start
+    faces: list[Face]
+
+    def largest(self) -> Face | None:
+        return max(self.faces, key=lambda f: f.area) if self.faces else None
+
+    def to_dict(self) -> dict:
+        return {"frame": self.index, "time": round(self.time, 4),
+                "faces": [f.to_dict() for f in self.faces]}
+
+
+@dataclass
+class VideoResult:
+    input: str
+    fps: float
+    width: int
+    height: int
+    frames_read: int
+    every: int
+    frames: list[FrameResult] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def n_faces(self) -> int:
+        return sum(len(f.faces) for f in self.frames)
+
+    def summary(self) -> dict:
+        """Per-expression count of the largest face's label over the processed frames."""
+        counts: dict[str, int] = {}
+        for fr in self.frames:
+            face = fr.largest()
+            if face is not None:
+                counts[face.expression] = counts.get(face.expression, 0) + 1
+        return counts
+
+    def to_dict(self) -> dict:
+        return {"input": self.input, "fps": round(self.fps, 3), "width": self.width,
+                "height": self.height, "frames_read": self.frames_read, "every": self.every,
+                "frames_processed": len(self.frames), "faces": self.n_faces,
+                "largest_face_expressions": self.summary(), "outputs": self.outputs,
+                "frames": [f.to_dict() for f in self.frames]}
+
+
+def open_video(path: Path):
+    """cv2.VideoCapture on a readable video, or InputError naming the file."""
+    import cv2
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a video")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty (0 bytes)")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        cap.release()
+        raise InputError(f"{path}: not a video OpenCV can read (unknown format or codec)")
+    return cap
+
+
+def _fps(cap) -> float:
+    import cv2
+
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    return fps if math.isfinite(fps) and 0.5 <= fps <= 1000 else DEFAULT_FPS
+
+
+def process_video(recognizer, path: str | Path, out_dir: str | Path, every: int = 1,
+                  on_frame: Callable[[int, int], None] | None = None,
+                  max_frames: int | None = None) -> VideoResult:
+    """Recognise expressions in a video; see the module docstring for what is written.
+
+    on_frame(frames_read, total_or_0) is called after each frame (for progress bars).
+    """
+    import cv2
+
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    path = Path(path)
+    out_dir = Path(out_dir)
+    cap = open_video(path)
+    try:
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            raise InputError(f"{path}: video has no readable frames")
+        height, width = frame.shape[:2]
+        fps = _fps(cap)
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        total = max(0, total if max_frames is None else min(total, max_frames))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stem = path.stem
+        video_out = out_dir / f"{stem}.annotated.mp4"
+        writer = cv2.VideoWriter(str(video_out), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                 (width, height))
+        if not writer.isOpened():
+            raise FerkitError(f"{video_out}: OpenCV cannot write an mp4v video here")
+        result = VideoResult(str(path), fps, width, height, 0, every)
+        last: list[Face] = []
+        index = 0
+        try:
+            while ok and frame is not None and (max_frames is None or index < max_frames):
+                if frame.shape[:2] != (height, width):  # streams that change size mid-way
+                    frame = cv2.resize(frame, (width, height))
+                rgb = np.ascontiguousarray(frame[:, :, ::-1])
+                if index % every == 0:
+                    last = recognizer.predict(rgb)
+                    for face in last:
+                        face.crop = None  # keep memory flat on long videos
+                    result.frames.append(FrameResult(index, index / fps, last))
+                writer.write(np.ascontiguousarray(annotate(rgb, last)[:, :, ::-1]))
+                index += 1
+                if on_frame is not None:
+                    on_frame(index, total)
+                ok, frame = cap.read()
+        finally:
+            writer.release()
+        result.frames_read = index
+    finally:
+        cap.release()
+
+    classes = tuple(recognizer.classes)
+    csv_out = out_dir / f"{stem}.frames.csv"
+    write_frames_csv(result, csv_out, classes)
+    json_out = out_dir / f"{stem}.frames.json"
+    result.outputs = {"video": str(video_out), "csv": str(csv_out), "json": str(json_out)}
+    plot_out = out_dir / f"{stem}.timeline.png"
+    times = np.array([fr.time for fr in result.frames], dtype=np.float64)
+    probs = np.full((len(result.frames), len(classes)), np.nan)
+    for i, fr in enumerate(result.frames):
+        face = fr.largest()
+        if face is not None:
+            probs[i] = [face.probabilities.get(c, np.nan) for c in classes]
+    timeline_plot(times, probs, plot_out, classes,
+                  title=f"{path.name}: expression of the largest face per processed frame")
+    result.outputs["plot"] = str(plot_out)
+    json_out.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    return result
+
+
+def write_frames_csv(result: VideoResult, path: Path, classes: tuple[str, ...]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["frame", "time", "face", "x", "y", "w", "h", "expression", "score",
+                         *classes, "detection_score", "flags"])
+        for fr in result.frames:
+            if not fr.faces:
+                writer.writerow([fr.index, f"{fr.time:.4f}", "", "", "", "", "", "", "",
+                                 *([""] * len(classes)), "", ""])
+            for i, face in enumerate(fr.faces):
+                writer.writerow([fr.index, f"{fr.time:.4f}", i, *face.box, face.expression,
+                                 f"{face.score:.4f}",
+                                 *(f"{face.probabilities.get(c, 0.0):.4f}" for c in classes),
+                                 f"{face.detection_score:.3f}", ";".join(face.flags)])
+    return path

@@ -1,0 +1,146 @@
+"""Videos: per-frame CSV/JSON, annotated video, timeline plot, --every, bad videos."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import cv2
+import pytest
+from PIL import Image
+from recognition_support import shared_checkpoint, write_clip
+
+from ferkit.classes import CLASSES
+from ferkit.cli.app import main
+from ferkit.errors import InputError
+from ferkit.recognition.recognizer import Recognizer
+from ferkit.recognition.video import process_video
+
+N_FRAMES = 12
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return shared_checkpoint(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return write_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", frames=N_FRAMES)
+
+
+def run(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["ferkit", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _frames_in(path) -> tuple[int, tuple[int, int]]:
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened()
+    n, size = 0, None
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        n += 1
+        size = frame.shape[1], frame.shape[0]
+    cap.release()
+    return n, size
+
+
+def test_cli_video_outputs(monkeypatch, capsys, checkpoint, clip, tmp_path):
+    out_dir = tmp_path / "out"
+    code, out, _ = run(monkeypatch, capsys, "predict", clip, "--out", out_dir, "--model",
+                       checkpoint, "--no-progress")
+    assert code == 0
+    assert f"{N_FRAMES} frames" in out
+    # Annotated video: every frame, same size, readable.
+    n, size = _frames_in(out_dir / "clip.annotated.mp4")
+    assert n == N_FRAMES and size == (320, 240)
+    # CSV: one row per face per frame; the astronaut is found in every frame, moving right.
+    with open(out_dir / "clip.frames.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["frame"]) for r in rows] == list(range(N_FRAMES))
+    assert all(r["expression"] in CLASSES for r in rows)
+    xs = [int(r["x"]) for r in rows]
+    assert xs[-1] - xs[0] == pytest.approx(4 * (N_FRAMES - 1), abs=8)
+    assert float(rows[1]["time"]) == pytest.approx(0.1, abs=1e-3)  # 10 fps clip
+    # JSON: the same frames.
+    doc = json.loads((out_dir / "clip.frames.json").read_text())
+    assert doc["frames_read"] == N_FRAMES and doc["frames_processed"] == N_FRAMES
+    assert doc["fps"] == pytest.approx(10.0)
+    assert [fr["frame"] for fr in doc["frames"]] == list(range(N_FRAMES))
+    assert len(doc["frames"][0]["faces"]) == 1
+    assert set(doc["outputs"]) == {"video", "csv", "json", "plot"}
+    # Timeline plot.
+    plot = Image.open(out_dir / "clip.timeline.png")
+    assert plot.size[0] > 400
+
+
+def test_every_k(monkeypatch, capsys, checkpoint, clip, tmp_path):
+    out_dir = tmp_path / "out"
+    code, out, _ = run(monkeypatch, capsys, "predict", clip, "--out", out_dir, "--every", "5",
+                       "--json", "--model", checkpoint)
+    assert code == 0
+    record = json.loads(out.strip())
+    assert record["input"] == str(clip)
+    assert [fr["frame"] for fr in record["frames"]] == [0, 5, 10]
+    assert record["every"] == 5 and record["frames_read"] == N_FRAMES
+    with open(out_dir / "clip.frames.csv") as f:
+        assert [int(r["frame"]) for r in csv.DictReader(f)] == [0, 5, 10]
+    n, _ = _frames_in(out_dir / "clip.annotated.mp4")
+    assert n == N_FRAMES  # the annotated video keeps every frame
+
+
+def test_process_video_api(checkpoint, clip, tmp_path):
+    rec = Recognizer(model=str(checkpoint))
+    calls = []
+    result = process_video(rec, clip, tmp_path, every=3, on_frame=lambda d, t: calls.append(d),
+                           max_frames=7)
+    assert result.frames_read == 7 and [f.index for f in result.frames] == [0, 3, 6]
+    assert calls == list(range(1, 8))
+    assert result.n_faces == 3
+    assert sum(result.summary().values()) == 3
+    with pytest.raises(ValueError):
+        process_video(rec, clip, tmp_path, every=0)
+
+
+def test_video_without_faces_has_empty_rows(checkpoint, tmp_path):
+    path = tmp_path / "blank.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (160, 120))
+    for _ in range(4):
+        writer.write(cv2.UMat(120, 160, cv2.CV_8UC3, (90, 90, 90)).get())
+    writer.release()
+    result = process_video(Recognizer(model=str(checkpoint)), path, tmp_path / "o")
+    assert result.frames_read == 4 and result.n_faces == 0
+    with open(result.outputs["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["frame"] for r in rows] == ["0", "1", "2", "3"] and rows[0]["face"] == ""
+    assert (tmp_path / "o" / "blank.timeline.png").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"definitely not a video" * 50])
+def test_bad_video_is_input_error(checkpoint, tmp_path, content):
+    path = tmp_path / "bad.mp4"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=r"bad\.mp4"):
+        process_video(Recognizer(model=str(checkpoint)), path, tmp_path / "o")
+
+
+def test_bad_video_in_cli_counts_as_failed(monkeypatch, capsys, checkpoint, clip, tmp_path):
+    bad = tmp_path / "bad.mkv"
+    bad.write_bytes(b"\x1aE\xdf\xa3 broken")
+    code, out, err = run(monkeypatch, capsys, "predict", bad, clip, "--json", "--out",
+                         tmp_path / "o", "--every", "4", "--model", checkpoint)
+    assert code == 0
+    lines = [json.loads(line) for line in out.strip().splitlines()]
+    assert "error" in lines[0] and "bad.mkv" in lines[0]["error"]
+    assert lines[1]["frames_processed"] == 3
+    assert "1 failed" in err
