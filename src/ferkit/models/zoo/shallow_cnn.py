@@ -1,4 +1,4 @@
-"""shallow-cnn: the 2-conv-layer baseline of the source projects."""
+"""shallow-cnn: the 2-conv-layer baseline of the source projects, and the zoo's shared blocks."""
 
 from torch import nn
 
@@ -16,10 +16,34 @@ def conv_bn_pool(c_in: int, c_out: int, dropout: float) -> nn.Sequential:
     )
 
 
+def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> list[nn.Module]:
+    """kxk conv (no bias, 'same' padding), BN, ReLU: a list to splice into a Sequential."""
+    return [
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+def init_weights(model: nn.Module) -> nn.Module:
+    """Kaiming-normal (fan-out, ReLU) convs, unit BN, zero biases; Linear weights keep torch's."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+    return model
+
+
 @register_model("shallow-cnn", reported="56.31% (source project, FER2013 test)")
 def shallow_cnn(num_classes: int = 7, dropout: float = 0.25) -> nn.Module:
     """2 conv layers (32, 64 filters) with BN, dropout and max-pool, one FC layer of 512."""
-    return nn.Sequential(
+    return init_weights(nn.Sequential(
         conv_bn_pool(1, 32, dropout),
         conv_bn_pool(32, 64, dropout),
         nn.Flatten(),
@@ -28,4 +52,4 @@ def shallow_cnn(num_classes: int = 7, dropout: float = 0.25) -> nn.Module:
         nn.ReLU(inplace=True),
         nn.Dropout(0.5),
         nn.Linear(512, num_classes),
-    )
+    ))
