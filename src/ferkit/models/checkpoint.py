@@ -33,6 +33,9 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
