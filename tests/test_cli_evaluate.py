@@ -162,4 +162,5 @@ def test_skip_bad_leaves_out_a_broken_row(monkeypatch, capsys, files, tmp_path):
     assert code == 0, err
     result = json.loads(out)
     assert result["skipped"] == 1 and result["n"] == 14
-    assert "skipped 1 bad entries" in err
+    assert "skipped 1 bad entry" in err
+    assert "broken.csv line 4: expected 2304 pixels, got 3" in err  # the entry is listed

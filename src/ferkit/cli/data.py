@@ -63,7 +63,7 @@ def load_with_progress(path: str, skip_bad: bool = False, console=None):
             state["bar"].stop()
 
 
-def _report_skipped(ds, console, limit: int = 20) -> None:
+def report_skipped(ds, console, limit: int = 20) -> None:
     if not ds.skipped:
         return
     console.print(f"[yellow]skipped {len(ds.skipped)} bad entr"
@@ -152,7 +152,7 @@ def inspect_command(
     table.add_row("all", *[f"{info['count']:,}" for info in splits.values()], f"{len(ds):,}",
                   style="bold")
     console.print(table)
-    _report_skipped(ds, err)
+    report_skipped(ds, err)
     for p in written:
         console.print(f"wrote {p}", highlight=False, markup=False)
 
@@ -250,7 +250,7 @@ def audit_command(
         console.print("Blank faces (first 10): " + ", ".join(
             f"{b['name']} ({b['label']}, pixels {b['min']}-{b['max']})"
             for b in blank["examples"]), highlight=False, markup=False)
-    _report_skipped(ds, err)
+    report_skipped(ds, err)
 
 
 EXPORT_HELP = f"""Write any source as a Kaggle-format fer2013.csv.
@@ -286,7 +286,7 @@ def export_csv_command(
     err = Console(stderr=True)
     ds = load_with_progress(path, skip_bad, err)
     n = write_csv(ds, out)
-    _report_skipped(ds, err)
+    report_skipped(ds, err)
     counts = ", ".join(f"{s} {int((ds.splits == s).sum()):,}" for s in ds.split_names)
     Console().print(f"wrote {n:,} rows ({counts}) to {out}", highlight=False, markup=False)
 

@@ -74,15 +74,13 @@ def evaluate_command(
     if tta not in TTA_CHOICES:
         raise FerkitError(f"--tta {tta}: choose one of {', '.join(TTA_CHOICES)}")
     err = Console(stderr=True)
-    from ferkit.data import load_dataset
+    from ferkit.cli.data import load_with_progress, report_skipped
     from ferkit.evaluation.evaluate import evaluate
     from ferkit.models.predictor import Predictor
 
     predictor = Predictor.load(model, device=device)
-    dataset = _load_with_progress(err, load_dataset, data, skip_bad)
-    if dataset.skipped:
-        err.print(f"[yellow]skipped {len(dataset.skipped)} bad entries of {data}[/], e.g. "
-                  f"{dataset.skipped[0].entry}: {dataset.skipped[0].reason}", highlight=False)
+    dataset = load_with_progress(data, skip_bad, err)
+    report_skipped(dataset, err)
     busy = (err.status(f"evaluating on {predictor.device}", spinner="dots") if err.is_terminal
             else contextlib.nullcontext())
     with busy:
@@ -102,21 +100,6 @@ def evaluate_command(
     print_report(console, report, predictor.arch)
     for path in files.values():
         console.print(f"wrote {path}", soft_wrap=True, highlight=False)
-
-
-def _load_with_progress(err, load_dataset, data: str, skip_bad: bool):
-    """load_dataset with a transient progress bar on stderr (shown only while decoding)."""
-    from rich.progress import Progress
-
-    if not err.is_terminal:  # no bar (and no stray blank line) in logs and pipes
-        return load_dataset(data, skip_bad=skip_bad)
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task(f"reading {data}", total=None)
-
-        def update(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
-        return load_dataset(data, skip_bad=skip_bad, progress=update)
 
 
 def print_report(console, report, arch: str = "") -> None:

@@ -233,8 +233,7 @@ def _run(config, as_json: bool) -> None:
 
 def _load_data(config, console, quiet: bool):
     """The dataset, with a progress bar while decoding (a cache miss); None lets train() load it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
+    from ferkit.cli.data import load_with_progress
     from ferkit.data import load_dataset
 
     path = config.data
@@ -243,12 +242,7 @@ def _load_data(config, console, quiet: bool):
         path = json.loads(saved.read_text()).get("data", "") if saved.exists() else ""
     if not path:
         return None
-    with Progress("[bold]loading {task.description}", BarColumn(bar_width=24),
-                  MofNCompleteColumn(), TimeRemainingColumn(), console=console, disable=quiet,
-                  transient=True) as bar:
-        task = bar.add_task(str(path), total=None)
-        return load_dataset(path, progress=lambda done, total: bar.update(task, completed=done,
-                                                                           total=total))
+    return load_dataset(path) if quiet else load_with_progress(path, console=console)
 
 
 class _ProgressView:
