@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ferkit.data.images import to_face
+
 # Formats PIL may open for a client. Camera and web formats only: no EPS (Ghostscript), no PDF.
 Image.init()
 IMAGE_FORMATS = tuple(f for f in ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
@@ -133,10 +135,8 @@ def decode_face(data: bytes, limits: Limits, what: str) -> np.ndarray:
                        f"{what}: a {img.width}x{img.height} face crop is above the limit of "
                        f"{limits.max_face_pixels:,} pixels per face")
     try:
-        img = ImageOps.exif_transpose(img).convert("L")
-        if img.size != (FACE_SIZE, FACE_SIZE):
-            img = img.resize((FACE_SIZE, FACE_SIZE), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return np.asarray(img, dtype=np.uint8)
+        gray = np.asarray(ImageOps.exif_transpose(img).convert("L"), dtype=np.uint8)
+        return to_face(gray)  # the same centre-crop + resize as faces in a dataset
     except Exception as exc:
         raise ApiError(422, "undecodable_image",
                        f"{what}: the image data is corrupt or truncated "
