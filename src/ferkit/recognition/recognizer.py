@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ferkit.data.images import to_face
 from ferkit.recognition.align import FACE_SIZE, align_face, quality_flags, to_gray
 from ferkit.recognition.detector import Detection, Detector, YuNetDetector
 from ferkit.recognition.face import Face
@@ -69,7 +70,7 @@ class Recognizer:
     def classify(self, crops: np.ndarray) -> np.ndarray:
         """(N, 48, 48) uint8 grayscale faces (or one (48, 48) face) -> (N, 7) probabilities.
 
-        Crops of another square size are resized to 48x48; rows sum to 1.
+        Crops of another size are centre-cropped and resized to 48x48; rows sum to 1.
         """
         arr = np.asarray(crops)
         if arr.ndim == 2:
@@ -83,10 +84,7 @@ class Recognizer:
         if arr.dtype != np.uint8:
             arr = np.clip(arr, 0, 255).astype(np.uint8)
         if arr.shape[1:] != (FACE_SIZE, FACE_SIZE):
-            import cv2
-
-            arr = np.stack([cv2.resize(a, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
-                            for a in arr])
+            arr = np.stack([to_face(a) for a in arr])  # the data layer's centre-crop + resize
         return self.predictor.predict_proba(np.ascontiguousarray(arr), tta=self.tta)
 
     # -- detection and alignment ----------------------------------------------------------
