@@ -8,28 +8,17 @@ import sys
 
 import numpy as np
 import pytest
+from cli_support import run_ferkit as run
 from PIL import Image
 from synth import kaggle_entries, make_csv_dataset, make_faces, write_zip
 
 from ferkit.classes import CLASSES
-from ferkit.cli.app import main
 
 
 @pytest.fixture(autouse=True)
 def _cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("FERKIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("COLUMNS", "120")
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["ferkit", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -1,14 +1,13 @@
 """`ferkit evaluate` and `ferkit ensemble` end to end, through the real entry point main()."""
 
 import json
-import sys
 
 import pytest
+from cli_support import run_ferkit as ferkit
 from synth import make_csv_dataset
 from test_evaluation_helpers import make_checkpoint
 
 from ferkit.classes import CLASSES
-from ferkit.cli.app import main
 
 REQUIRED_KEYS = {"accuracy", "macro_f1", "per_class", "confusion_matrix", "n"}
 
@@ -25,18 +24,6 @@ def files(tmp_path_factory):
     a = make_checkpoint(d / "a.pt", seed=1, steps=1)
     b = make_checkpoint(d / "b.pt", seed=2, mean=0.0, std=1.0)
     return {"dir": d, "csv": csv, "a": a, "b": b}
-
-
-def ferkit(monkeypatch, capsys, *args):
-    """Run `ferkit ARGS...` in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["ferkit", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_help_shows_examples(monkeypatch, capsys):

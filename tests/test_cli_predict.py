@@ -10,11 +10,11 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from cli_support import run_ferkit as run
 from PIL import Image
 from recognition_support import grace_hopper_path, model_for_tests, shared_checkpoint
 
 from ferkit.classes import CLASSES
-from ferkit.cli.app import main
 from ferkit.errors import FerkitError
 from ferkit.recognition.samples import SAMPLE_PHOTO
 
@@ -24,17 +24,9 @@ def checkpoint(tmp_path_factory):
     return shared_checkpoint(tmp_path_factory)
 
 
-def run(monkeypatch, capsys, *args):
-    """Run `ferkit ARGS...` in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["ferkit", *map(str, args)])
+@pytest.fixture(autouse=True)
+def _wide_terminal(monkeypatch):
     monkeypatch.setenv("COLUMNS", "160")
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture()

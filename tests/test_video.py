@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 
 import cv2
 import pytest
+from cli_support import run_ferkit as run
 from PIL import Image
 from recognition_support import shared_checkpoint, write_clip
 
 from ferkit.classes import CLASSES
-from ferkit.cli.app import main
 from ferkit.errors import InputError
 from ferkit.recognition.recognizer import Recognizer
 from ferkit.recognition.video import process_video
@@ -28,17 +27,6 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     return write_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", frames=N_FRAMES)
-
-
-def run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["ferkit", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _frames_in(path) -> tuple[int, tuple[int, int]]:
