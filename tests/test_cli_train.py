@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from synth import make_csv_dataset
@@ -36,7 +37,9 @@ def test_train_smoke_writes_a_usable_run(cli_run):
     result, out = cli_run
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "best val accuracy" in result.output and str(out) in result.output
-    assert "epoch 2/2" in result.output
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split()[1] for ln in lines] == ["1/2", "2/2"]  # a plain line per epoch (a pipe)
+    assert all(len(ln) <= 80 for ln in lines)
     for name in ("config.json", "metrics.jsonl", "best.pt", "last.pt", "curves.png"):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
@@ -92,3 +95,45 @@ def test_help_has_examples():
     assert result.exit_code == 0
     assert "Examples" in result.output and "--resume" in result.output
     assert "--balance" in result.output and "--holdout" in result.output
+
+
+def _metrics(epoch: int, **kw):
+    from ferkit.training.trainer import EpochMetrics
+
+    base = dict(epoch=epoch, train_loss=1.2345, train_acc=1.0, val_acc=1.0, val_loss=1.0,
+                lr=0.01, epoch_seconds=1.0, images_per_s=123_456.0, best_val_acc=1.0,
+                best_epoch=epoch)
+    return EpochMetrics(**{**base, **kw})
+
+
+def test_epoch_lines_fit_80_columns_in_the_worst_case():
+    from ferkit.cli.train import epoch_line
+
+    line = epoch_line(_metrics(150), 1500, eta_seconds=99 * 3600)
+    assert len(line) <= 80 and line.startswith("epoch 150/1500 ") and "best" in line
+    assert "  " in epoch_line(_metrics(3, images_per_s=4000.0), 30, 250)  # roomy when it fits
+
+
+def test_terminal_progress_stays_readable_at_80_columns():
+    import io
+
+    import torch
+    from rich.console import Console
+
+    from ferkit.cli.train import _ProgressView
+    from ferkit.training.trainer import StepMetrics
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=80, color_system=None)
+    view = _ProgressView(console, live=True)
+    for epoch in (1, 2):
+        for step in (1, 224):
+            view.on_step(StepMetrics(epoch, 150, step, 224, step * 128, 0.5 * step, 0.01,
+                                     torch.tensor(1.5 * step)))
+        view.on_epoch(_metrics(epoch, images_per_s=12_345.0))
+    view.stop()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "\n", buf.getvalue())  # cursor moves: new lines
+    assert "epoch 1/150" in text and "epoch 2/150" in text and "…" not in text
+    assert "224/224" in text  # the live bar kept its step column
+    finished = [ln for ln in text.splitlines() if ln.startswith("epoch 2/150  loss")]
+    assert finished and "val 100.0% best" in finished[0], text

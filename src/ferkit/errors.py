@@ -15,3 +15,7 @@ class ModelError(FerkitError):
 
 class InputError(FerkitError):
     """An image or video given for prediction cannot be read."""
+
+
+class ConfigError(FerkitError, ValueError):
+    """An option has a value that cannot be used: a usage error (exit code 2, like Typer's)."""

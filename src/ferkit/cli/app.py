@@ -8,7 +8,7 @@ import sys
 import typer
 
 from ferkit import __version__
-from ferkit.errors import FerkitError
+from ferkit.errors import ConfigError, FerkitError
 
 app = typer.Typer(
     name="ferkit",
@@ -16,7 +16,7 @@ app = typer.Typer(
     "Examples:\n\n"
     "  ferkit demo\n\n"
     "  ferkit data inspect fer2013.zip\n\n"
-    "  ferkit train --data fer2013.zip --model vgg-gap --epochs 60\n\n"
+    "  ferkit train --data fer2013.zip --model ferkit-small --epochs 60\n\n"
     "  ferkit predict photo.jpg --json",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -55,7 +55,8 @@ _register_commands()
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 1 (--debug: traceback).
+    """Entry point: user errors become one line on stderr and exit code 1 (--debug: traceback);
+    an option with a bad value (ConfigError) exits 2, as Typer's own usage errors do.
 
     Typer's standalone mode handles --help, usage errors (exit 2) and Ctrl-C itself.
     """
@@ -65,7 +66,7 @@ def main() -> None:
         if _state["debug"]:
             raise
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)
     except Exception as exc:
         if _state["debug"]:
             raise

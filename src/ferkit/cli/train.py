@@ -116,10 +116,13 @@ def train_command(
     seed: int = typer.Option(0, "--seed", rich_help_panel="Run"),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the model.",
                                  rich_help_panel="Run"),
-    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA.",
-                             rich_help_panel="Run"),
+    amp: str = typer.Option("auto", "--amp", help="auto | bf16 | fp16 | off. auto: bf16 on "
+                            "CUDA and on CPUs with native bf16 units (avx512_bf16/amx_bf16), "
+                            "else fp32.", rich_help_panel="Run"),
+    no_amp: bool = typer.Option(False, "--no-amp", help="Same as --amp off.", hidden=True),
     channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last",
-                                       help="channels_last memory format on CUDA.",
+                                       help="channels_last memory format where it is faster "
+                                       "for the precision (CUDA; bf16 on the CPU).",
                                        rich_help_panel="Run"),
     threads: int = typer.Option(0, "--threads", help="CPU threads (0 = all cores).",
                                 rich_help_panel="Run"),
@@ -143,6 +146,9 @@ def train_command(
     given = {name for name in _SCALAR_FIELDS + ("model_arg",)  # options typed on the command line
              if getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
              not in ("DEFAULT", "DEFAULT_MAP")}
+    if no_amp:
+        values["amp"] = "off"
+        given.add("amp")
     base: dict[str, Any] = {}
     if config_file is not None:
         try:
@@ -185,30 +191,18 @@ def _parse_model_args(items: list[str]) -> dict[str, Any]:
 
 def _run(config, as_json: bool) -> None:
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
+    from ferkit.training import run_dir as rd
     from ferkit.training.trainer import RunInfo, train
 
     console = Console(stderr=as_json, highlight=False)
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=24),
-                        MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                        console=console, disable=as_json, transient=False)
-    view = _ProgressView(progress, console)
+    view = _ProgressView(console, live=console.is_terminal and not as_json, quiet=as_json)
     started = {"info": None}
 
     def on_start(info: RunInfo) -> None:
         started["info"] = info
         if not as_json:
             _print_header(console, info)
-            progress.start()
 
     t_load = time.perf_counter()
     dataset = _load_data(config, console, quiet=as_json)
@@ -217,14 +211,18 @@ def _run(config, as_json: bool) -> None:
         result = train(config, dataset, on_epoch=view.on_epoch, on_step=view.on_step,
                        on_start=on_start)
     except KeyboardInterrupt:
-        progress.stop()
+        view.stop()
         info = started["info"]
-        if info is not None:
+        if info is not None and (info.run_dir / rd.LAST).exists():
             console.print("[yellow]interrupted[/]; the last finished epoch is saved. Continue "
                           f"with:\n  ferkit train --resume --out {info.run_dir}")
+        elif info is not None:
+            console.print("[yellow]interrupted[/] during the first epoch: nothing was saved "
+                          f"yet; start again, or resume (it starts over) with:\n"
+                          f"  ferkit train --resume --out {info.run_dir}")
         sys.exit(130)
     finally:
-        progress.stop()
+        view.stop()
     if as_json:
         typer.echo(json.dumps({**_result_dict(result), "load_seconds": load_seconds}, indent=2))
     else:
@@ -246,56 +244,93 @@ def _load_data(config, console, quiet: bool):
 
 
 class _ProgressView:
-    """One Rich progress bar per epoch: loss, train/val accuracy, images/s, ETA."""
+    """One plain line per finished epoch (readable in a pipe or a log file), and in a terminal a
+    transient Rich bar for the epoch in progress. Every line fits 80 columns."""
 
     READ_EVERY_S = 0.5  # reading the loss syncs the device: not more often than this
+    WIDTH = 80
 
-    def __init__(self, progress, console) -> None:
-        self.progress, self.console = progress, console
+    def __init__(self, console, live: bool, quiet: bool = False) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.console, self.live, self.quiet = console, live, quiet
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20),
+                                 MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                                 TimeElapsedColumn(), console=console, transient=True,
+                                 disable=not live)
         self.task = None
         self.epoch = self.epochs = 0
         self.last_read = 0.0
-        self.stats = ""
         self.epoch_times: list[float] = []
         self.t_epoch = time.perf_counter()
 
     def on_step(self, s) -> None:
+        if not self.live:
+            if s.epoch != self.epoch:
+                self.epoch, self.epochs, self.t_epoch = s.epoch, s.epochs, time.perf_counter()
+            return
         if s.epoch != self.epoch:
             self.epoch, self.epochs = s.epoch, s.epochs
             self.t_epoch, self.last_read = time.perf_counter(), 0.0
+            if self.task is None:
+                self.progress.start()
+            else:
+                self.progress.remove_task(self.task)
             self.task = self.progress.add_task(f"epoch {s.epoch}/{s.epochs}", total=s.steps,
                                                stats="")
         now = time.perf_counter()
         fields = {}
         if now - self.last_read >= self.READ_EVERY_S or s.step == s.steps:
             self.last_read = now
-            fields["stats"] = f"loss {s.loss:.3f}  {s.images_per_s:,.0f} img/s"
+            fields["stats"] = f"loss {s.loss:.3f}  {_rate(s.images_per_s)} img/s"
         self.progress.update(self.task, completed=s.step, **fields)
 
     def on_epoch(self, m) -> None:
         self.epoch_times.append(time.perf_counter() - self.t_epoch)
-        best = " [green]best[/]" if m.is_best else ""
-        stats = (f"loss {m.train_loss:.3f}  train {m.train_acc:.1%}  val {m.val_acc:.1%}{best}  "
-                 f"{m.images_per_s:,.0f} img/s")
         left = self.epochs - m.epoch
-        if left > 0:
-            stats += f"  (run eta {_hms(left * sum(self.epoch_times) / len(self.epoch_times))})"
-        if self.task is not None:
-            self.progress.update(self.task, stats=stats)
+        eta = left * sum(self.epoch_times) / len(self.epoch_times)
+        if not self.quiet:
+            self.console.print(epoch_line(m, self.epochs, eta, self.WIDTH), markup=False,
+                               highlight=False, soft_wrap=True)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def epoch_line(m, epochs: int, eta_seconds: float, width: int = 80) -> str:
+    """`epoch 3/30  loss 1.234  train 55.1%  val 54.0% best  4,012 img/s  eta 4:10`, in at
+    most `width` columns (single spaces when double ones would not fit)."""
+    parts = [f"epoch {m.epoch}/{epochs}", f"loss {m.train_loss:.3f}", f"train {m.train_acc:.1%}",
+             f"val {m.val_acc:.1%}" + (" best" if m.is_best else ""),
+             f"{_rate(m.images_per_s)} img/s"]
+    if m.epoch < epochs:
+        parts.append(f"eta {_hms(eta_seconds)}")
+    line = "  ".join(parts)
+    return line if len(line) <= width else " ".join(parts)
 
 
 def _print_header(console, info) -> None:
     c = info.config
     what = "resuming" if info.start_epoch else "training"
     after = f" after epoch {info.start_epoch}" if info.start_epoch else ""
+    p = info.precision
     console.print(f"[bold]ferkit train[/]: {what} [cyan]{c.model}[/] "
                   f"({info.parameters / 1e6:.2f}M parameters){after} on [cyan]{info.device}[/]")
+    console.print(f"  precision: {p.name}{', channels_last' if p.channels_last else ''} "
+                  f"({p.why}){'; torch.compile' if c.compile else ''}")
     console.print(f"  data: {info.n_train:,} training faces, {info.n_val:,} val faces "
-                  f"({info.val_source}); loaded in {info.data_seconds:.1f} s")
+                  f"({info.val_source})")
     batch = min(c.batch_size, info.n_train)
     console.print(f"  {c.epochs} epochs x {info.steps_per_epoch} steps of {batch}; "
-                  f"{c.optimizer} lr {c.lr:g} {c.schedule}; augment {c.augment}; balance "
-                  f"{c.balance}" + (f"; ema {c.ema}" if c.ema else ""))
+                  f"{c.optimizer} lr {c.lr:g} {c.schedule}")
+    console.print(f"  augment {c.augment}; balance {c.balance}"
+                  + (f"; ema {c.ema}" if c.ema else ""))
     console.print(f"  run dir: {info.run_dir}")
 
 
@@ -321,6 +356,13 @@ def _result_dict(r) -> dict[str, Any]:
             "stopped_early": r.stopped_early, "wall_seconds": r.wall_seconds,
             "data_seconds": r.data_seconds, "train_seconds": r.train_seconds,
             "history": [h.to_dict() for h in r.history]}
+
+
+def _rate(per_s: float) -> str:
+    """4,012 or 12.3k or 123k: at most 5 characters for any realistic rate."""
+    if per_s < 10_000:
+        return f"{per_s:,.0f}"
+    return f"{per_s / 1000:.1f}k" if per_s < 100_000 else f"{per_s / 1000:.0f}k"
 
 
 def _hms(seconds: float) -> str:

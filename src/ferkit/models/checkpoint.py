@@ -8,6 +8,8 @@ and, for resuming, optional optimizer / scheduler / ema / rng states.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -25,21 +27,35 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default.
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Save atomically (temp file, then rename): a kill never leaves half a checkpoint."""
+    """Save atomically (temp file, then rename): a kill or a full disk never leaves half a
+    checkpoint, and the previous file at `path` stays intact.
+
+    The payload is serialised in memory first, so a failed write surfaces as the OS error it is
+    (e.g. ENOSPC), not as torch's opaque 'unexpected pos' from inside its zip writer.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            f.write(buffer.getbuffer())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+    except OSError as exc:
+        full = " (the disk is full)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        kept = f"; the previous {path.name} is kept" if path.exists() else ""
+        raise ModelError(f"{path}: cannot write the checkpoint{full}: "
+                         f"{exc.strerror or exc}{kept}") from exc
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def resolve_checkpoint_path(spec: str | Path) -> Path:

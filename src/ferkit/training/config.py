@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ferkit.errors import FerkitError
+from ferkit.errors import ConfigError
+from ferkit.precision import AMP_MODES
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine")
@@ -34,15 +35,13 @@ PRESETS: dict[str, dict[str, float]] = {
 
 # Options that describe where and how fast a run executes, not what it learns: on --resume they
 # come from the caller, everything else from the run's saved config.
+# config.json's record of how the run executed (device, precision, threads): not an option.
+EXECUTION_KEY = "execution"
 RUNTIME_FIELDS = ("data", "device", "threads", "compile", "out", "resume", "num_workers")
 
 _DEFAULT_LR = {"sgd": 0.05, "adamw": 2e-3}
 _DEFAULT_WD = {"sgd": 5e-4, "adamw": 0.05}
 _DEFAULT_WARMUP = {"onecycle": 0.25, "cosine": 0.05}
-
-
-class ConfigError(FerkitError, ValueError):
-    """A training option has a value that cannot be used."""
 
 
 @dataclass
@@ -89,8 +88,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     seed: int = 0
     compile: bool = False  # torch.compile the model (CUDA: faster after a warm-up)
-    amp: bool = True  # bf16 autocast on CUDA
-    channels_last: bool = True  # channels_last memory format on CUDA
+    amp: str = "auto"  # auto | bf16 | fp16 | off: autocast precision (ferkit.precision)
+    channels_last: bool = True  # channels_last where it is faster for the chosen precision
     threads: int = 0  # CPU threads for torch (0 = all cores)
     num_workers: int = 0  # unused by the in-memory pipeline; kept for config compatibility
     eval_batch_size: int = 0  # 0 = 1024 on CUDA, 256 on the CPU (smaller is faster there)
@@ -115,6 +114,9 @@ class TrainConfig:
         _choice("schedule", c.schedule, SCHEDULES)
         _choice("balance", c.balance, BALANCE_MODES)
         _choice("augment", c.augment, AUGMENT_PRESETS)
+        if isinstance(c.amp, bool):  # configs before --amp took a mode: true/false
+            c.amp = "auto" if c.amp else "off"
+        _choice("amp", c.amp, AMP_MODES)
         if c.lr is None:
             c.lr = _DEFAULT_LR[c.optimizer]
         if c.weight_decay is None:
@@ -162,7 +164,7 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any], strict: bool = True) -> TrainConfig:
         """Inverse of to_dict; unknown keys are an error unless strict=False (old checkpoints)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(set(d) - names - {EXECUTION_KEY})
         if unknown and strict:
             raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
         return cls(**{k: v for k, v in d.items() if k in names})

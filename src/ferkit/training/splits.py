@@ -7,7 +7,8 @@ is held out. Hyper-parameters chosen on that slice never see PublicTest or Priva
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,10 +26,26 @@ class TrainValSplit:
     val_images: np.ndarray
     val_labels: np.ndarray
     val_source: str  # "val split" or "holdout 10% of train"
+    notes: list[str] = field(default_factory=list)  # what the caller should tell the user
 
     @property
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.train_labels, minlength=NUM_CLASSES)
+
+    def digests(self) -> dict[str, str]:
+        """Content digests of the training and validation faces and labels: a resumed run must
+        continue on exactly the data it started on."""
+        return {"train": faces_digest(self.train_images, self.train_labels),
+                "val": faces_digest(self.val_images, self.val_labels)}
+
+
+def faces_digest(images: np.ndarray, labels: np.ndarray) -> str:
+    """blake2b of the pixels, labels and shape (about 0.1 s for all of FER2013)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((images.shape, str(images.dtype))).encode())
+    h.update(np.ascontiguousarray(images).data)
+    h.update(np.ascontiguousarray(labels, dtype=np.int64).data)
+    return h.hexdigest()
 
 
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
@@ -80,6 +97,10 @@ def split_train_val(dataset: FaceDataset, holdout: float | None = None, holdout_
     if len(val_pos) == 0:
         raise DataError(f"{dataset.source or 'dataset'}: no validation faces: the source has no "
                         "val split and --holdout is 0; set --holdout 0.1")
+    notes = []
+    if limit and limit >= len(train_pos):
+        notes.append(f"--limit {limit}: the data has only {len(train_pos):,} training faces; "
+                     "training on all of them")
     if limit and limit < len(train_pos):
         # Image folders list faces class by class, so the literal first N would all be "angry":
         # take the first N of a fixed shuffle instead (same faces for every run and seed).
@@ -88,7 +109,7 @@ def split_train_val(dataset: FaceDataset, holdout: float | None = None, holdout_
     if len(train_pos) == 0:
         raise DataError(f"{dataset.source or 'dataset'}: no training faces left after the holdout")
     return TrainValSplit(dataset.images[train_pos], labels[train_pos], dataset.images[val_pos],
-                         labels[val_pos], val_source)
+                         labels[val_pos], val_source, notes)
 
 
 def normalization_stats(images: np.ndarray) -> tuple[float, float]:

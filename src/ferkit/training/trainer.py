@@ -32,10 +32,11 @@ from ferkit.devices import resolve_device
 from ferkit.errors import DataError, ModelError
 from ferkit.models.checkpoint import load_checkpoint, save_checkpoint
 from ferkit.models.registry import create_model, get_entry
+from ferkit.precision import Precision, resolve_precision
 from ferkit.training import run_dir as rd
 from ferkit.training.augment import BatchAugment
 from ferkit.training.balance import EpochSampler, class_weights
-from ferkit.training.config import RUNTIME_FIELDS, ConfigError, TrainConfig
+from ferkit.training.config import EXECUTION_KEY, RUNTIME_FIELDS, ConfigError, TrainConfig
 from ferkit.training.curves import plot_curves
 from ferkit.training.finetune import checkpoint_arch_kwargs
 from ferkit.training.optim import build_optimizer, build_scheduler
@@ -110,6 +111,7 @@ class RunInfo:
     class_counts: list[int]
     normalization: dict[str, float]
     data_seconds: float
+    precision: Precision
 
 
 @dataclass
@@ -161,6 +163,9 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
     if dataset is None:
         dataset = _load_dataset(config.data)
     split = split_train_val(dataset, config.holdout, config.holdout_seed, config.limit)
+    for note in split.notes:
+        log.warning(note)
+    digests = split.digests()
     mean, std = normalization_stats(split.train_images)
     train_x, train_y = _to_device(split.train_images, split.train_labels, device)
     val_x, val_y = _to_device(split.val_images, split.val_labels, device)
@@ -169,9 +174,10 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
     # ---- model, optimizer, schedule, loss ----
     model = _create_model(config).to(device)
     cuda = device.type == "cuda"
-    channels_last = cuda and config.channels_last
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    precision = resolve_precision(config.amp, device, config.channels_last)
+    channels_last = precision.channels_last
+    model = model.to(memory_format=torch.channels_last if channels_last else
+                     torch.contiguous_format)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
            if config.ema else None)
     augment = BatchAugment(config, mean, std).to(device)
@@ -185,22 +191,27 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
         weight = torch.tensor(class_weights(split.class_counts, config.balance_power),
                               dtype=torch.float32, device=device)
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16)
     forward = torch.compile(model) if config.compile else model
     state = _State()
     if ckpt is not None:
-        _restore(ckpt, model, optimizer, scheduler, ema, sampler, state, len(train_y), steps)
+        _restore(ckpt, model, optimizer, scheduler, ema, sampler, state,
+                 _data_record(len(train_y), len(val_y), steps, digests))
     run_dir.mkdir(parents=True, exist_ok=True)
     if config.resume:  # drop lines of an epoch that was cut off before its last.pt was written
         rd.rewrite_metrics(run_dir, [h.to_dict() for h in state.history])
     else:
-        rd.write_json(run_dir / rd.CONFIG, config.to_dict())
+        rd.write_json(run_dir / rd.CONFIG, {**config.to_dict(), EXECUTION_KEY: {
+            "device": str(device), **precision.to_dict(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__}})
     ckpt_base = {"arch": config.model, "arch_kwargs": checkpoint_arch_kwargs(config.model_kwargs),
                  "classes": list(CLASSES), "normalization": {"mean": mean, "std": std},
                  "config": config.to_dict()}
     if on_start is not None:
         on_start(RunInfo(run_dir, config, device, len(train_y), len(val_y), split.val_source,
                          steps, state.epoch, sum(p.numel() for p in model.parameters()),
-                         split.class_counts.tolist(), {"mean": mean, "std": std}, data_seconds))
+                         split.class_counts.tolist(), {"mean": mean, "std": std}, data_seconds,
+                         precision))
 
     # ---- the loop ----
     train_seconds = 0.0
@@ -216,15 +227,17 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
             y = train_y[idx]
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, config.amp):
+            with precision.autocast(device):
                 logits = forward(x)
             loss = criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if config.grad_clip:
+                scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             lr = max(g["lr"] for g in optimizer.param_groups)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             if ema is not None:
                 ema.update_parameters(model)
@@ -240,7 +253,7 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
         eval_model = ema.module if ema is not None else model
         val_loss, val_acc = evaluate(eval_model, augment, val_x, val_y,
                                      config.eval_batch_size or (1024 if cuda else 256),
-                                     config.amp, channels_last)
+                                     precision)
         if val_acc > state.best_val_acc:
             state.best_val_acc, state.best_epoch, state.bad_epochs = val_acc, epoch, 0
         else:
@@ -261,8 +274,8 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
                                                 "metrics": m.to_dict(), "state_dict": weights})
         save_checkpoint(run_dir / rd.LAST, {
             **ckpt_base, "epoch": epoch, "metrics": m.to_dict(), "state_dict": weights,
-            **_resume_state(model, optimizer, scheduler, ema, sampler, state, len(train_y),
-                            steps)})
+            **_resume_state(model, optimizer, scheduler, ema, sampler, state,
+                            _data_record(len(train_y), len(val_y), steps, digests))})
         if on_epoch is not None:
             on_epoch(m)
 
@@ -273,9 +286,10 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, augment: BatchAugment, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 1024, amp: bool = True, channels_last: bool = False
-             ) -> tuple[float, float]:
-    """Mean cross-entropy (no smoothing, no class weights) and accuracy on uint8 faces."""
+             batch_size: int = 1024, precision: Precision | None = None) -> tuple[float, float]:
+    """Mean cross-entropy (no smoothing, no class weights) and accuracy on uint8 faces, in the
+    training precision (fp32 when none is given)."""
+    precision = precision or Precision(None, False, "fp32")
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=images.device)
@@ -283,9 +297,9 @@ def evaluate(model: nn.Module, augment: BatchAugment, images: torch.Tensor, labe
     for start in range(0, len(images), batch_size):
         x = augment(images[start:start + batch_size], train=False)
         y = labels[start:start + batch_size]
-        if channels_last:
+        if precision.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(images.device, amp):
+        with precision.autocast(images.device):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(dim=1) == y).sum()
@@ -353,12 +367,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # CPU and every CUDA device
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _load_dataset(path: str) -> FaceDataset:
     if not path:
         raise ConfigError("no training data: pass --data PATH (a FER2013 CSV, folder or zip)")
@@ -411,8 +419,15 @@ def _set_rng_state(s: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def _resume_state(model, optimizer, scheduler, ema, sampler, state: _State, n_train: int,
-                  steps: int) -> dict[str, Any]:
+def _data_record(n_train: int, n_val: int, steps: int, digests: dict[str, str]
+                 ) -> dict[str, Any]:
+    """What last.pt records of the data, so --resume can refuse other data."""
+    return {"n_train": n_train, "n_val": n_val, "steps_per_epoch": steps,
+            "train_digest": digests["train"], "val_digest": digests["val"]}
+
+
+def _resume_state(model, optimizer, scheduler, ema, sampler, state: _State,
+                  data: dict[str, Any]) -> dict[str, Any]:
     """The last.pt entries that let --resume continue exactly where this epoch ended."""
     return {
         "train_state_dict": _cpu_state(model) if ema is not None else None,
@@ -424,16 +439,13 @@ def _resume_state(model, optimizer, scheduler, ema, sampler, state: _State, n_tr
         "early_stopping": {"best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
                            "bad_epochs": state.bad_epochs, "stopped": state.stopped},
         "history": [h.to_dict() for h in state.history],
-        "data": {"n_train": n_train, "steps_per_epoch": steps},
+        "data": data,
     }
 
 
-def _restore(ckpt: dict, model, optimizer, scheduler, ema, sampler, state: _State, n_train: int,
-             steps: int) -> None:
-    data = ckpt.get("data") or {}
-    if data.get("n_train") != n_train or data.get("steps_per_epoch") != steps:
-        raise DataError(f"{ckpt['path']}: the run trained on {data.get('n_train')} faces, this "
-                        f"data gives {n_train}; resume with the same --data")
+def _restore(ckpt: dict, model, optimizer, scheduler, ema, sampler, state: _State,
+             data: dict[str, Any]) -> None:
+    _check_same_data(ckpt, data)
     model.load_state_dict(ckpt["train_state_dict"] if ema is not None else ckpt["state_dict"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -446,3 +458,23 @@ def _restore(ckpt: dict, model, optimizer, scheduler, ema, sampler, state: _Stat
     state.bad_epochs, state.stopped = int(es["bad_epochs"]), bool(es["stopped"])
     state.history = [EpochMetrics(**h) for h in ckpt["history"]]
     _set_rng_state(ckpt["rng"])  # last: building the model above consumed random numbers
+
+
+def _check_same_data(ckpt: dict, now: dict[str, Any]) -> None:
+    """Refuse to resume on data other than the run's (runs saved before digests: counts only)."""
+    saved = ckpt.get("data") or {}
+    differ = []
+    for part, n_key, d_key in (("training", "n_train", "train_digest"),
+                               ("validation", "n_val", "val_digest")):
+        if n_key in saved and saved[n_key] != now[n_key]:
+            differ.append(f"{part} faces: the run had {saved[n_key]:,}, this data gives "
+                          f"{now[n_key]:,}")
+        elif d_key in saved and saved[d_key] != now[d_key]:
+            differ.append(f"{part} faces: same count ({now[n_key]:,}) but other images or labels")
+    if not differ and saved.get("steps_per_epoch", now["steps_per_epoch"]) != now[
+            "steps_per_epoch"]:
+        differ.append(f"steps per epoch: {saved['steps_per_epoch']} then, "
+                      f"{now['steps_per_epoch']} now")
+    if differ:
+        raise DataError(f"{ckpt['path']}: cannot resume on other data ({'; '.join(differ)}); "
+                        "resume with the run's --data, --holdout and --limit")
