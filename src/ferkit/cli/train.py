@@ -22,6 +22,8 @@ HELP = (
     "  ferkit train --data fer2013.zip --model ferkit-vgg --epochs 60 --batch-size 256 "
     "--ema 0.999\n\n"
     "  ferkit train --data fer2013.csv --holdout 0.1 --balance oversample --augment strong\n\n"
+    "  ferkit train --data fer2013.zip --model ferkit-small --teacher runs/big "
+    "--distill-weight 0.7\n\n"
     "  ferkit train --resume --out runs/20250101-120000-ferkit-vgg   (continue a run)\n\n"
     "  ferkit train --config runs/old/config.json --seed 1 --out runs/seed1   (repeat a recipe)"
 )
@@ -30,7 +32,8 @@ HELP = (
 _SCALAR_FIELDS = (
     "data", "model", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
     "schedule", "warmup", "label_smoothing", "grad_clip", "ema", "early_stopping", "balance",
-    "balance_power", "freeze_epochs", "backbone_lr_scale", "augment", "aug_flip", "aug_rotate",
+    "balance_power", "teacher", "distill_weight", "distill_temperature", "freeze_epochs",
+    "backbone_lr_scale", "augment", "aug_flip", "aug_rotate",
     "aug_shift", "aug_scale", "aug_jitter", "aug_erase", "holdout", "holdout_seed", "limit",
     "device", "seed", "compile", "amp", "channels_last", "threads", "eval_batch_size", "out",
     "resume",
@@ -81,6 +84,15 @@ def train_command(
                                 rich_help_panel="Optimisation"),
     balance_power: float = typer.Option(0.5, "--balance-power", help="Class weight ~ (1/count)^P; "
                                         "1 = fully balanced.", rich_help_panel="Optimisation"),
+    teacher: str = typer.Option("", "--teacher", help="Distil from this teacher: a run "
+                                "directory, checkpoint or `ferkit ensemble` file.",
+                                rich_help_panel="Distillation"),
+    distill_weight: float = typer.Option(0.7, "--distill-weight", help="Share of the loss from "
+                                         "the teacher's soft targets (0..1).",
+                                         rich_help_panel="Distillation"),
+    distill_temperature: float = typer.Option(4.0, "--distill-temperature",
+                                              help="Softening temperature T.",
+                                              rich_help_panel="Distillation"),
     freeze_epochs: int = typer.Option(0, "--freeze-epochs", help="Transfer learning: train only "
                                       "the head for the first N epochs.",
                                       rich_help_panel="Optimisation"),
@@ -331,6 +343,9 @@ def _print_header(console, info) -> None:
                   f"{c.optimizer} lr {c.lr:g} {c.schedule}")
     console.print(f"  augment {c.augment}; balance {c.balance}"
                   + (f"; ema {c.ema}" if c.ema else ""))
+    if c.teacher:
+        console.print(f"  teacher: {c.teacher} (weight {c.distill_weight:g}, temperature "
+                      f"{c.distill_temperature:g})")
     console.print(f"  run dir: {info.run_dir}")
 
 

@@ -72,6 +72,9 @@ class TrainConfig:
     early_stopping: int = 0  # stop after this many epochs without a better val accuracy (0 = off)
     balance: str = "none"  # none | weights (class-weighted loss) | oversample (resample minorities)
     balance_power: float = 0.5  # class weight ~ (1 / class count) ** power; 1 = fully balanced
+    teacher: str = ""  # knowledge distillation from this run dir / checkpoint / ensemble
+    distill_weight: float = 0.7  # share of the loss that is the teacher's soft targets
+    distill_temperature: float = 4.0  # softening temperature T of both distributions
     freeze_epochs: int = 0  # transfer learning: train only the head for the first N epochs
     backbone_lr_scale: float = 1.0  # transfer learning: backbone LR = lr * this (e.g. 0.1)
 
@@ -145,6 +148,8 @@ class TrainConfig:
         _range("aug_scale", c.aug_scale, 0, 0.9)
         _range("aug_jitter", c.aug_jitter, 0, 0.9)
         _range("aug_erase", c.aug_erase, 0, 1)
+        _range("distill_weight", c.distill_weight, 0, 1)
+        _positive("distill_temperature", c.distill_temperature)
         if c.freeze_epochs < 0:
             raise ConfigError(f"--freeze-epochs must be >= 0, got {c.freeze_epochs}")
         _range("backbone_lr_scale", c.backbone_lr_scale, 0, 10)

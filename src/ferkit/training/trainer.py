@@ -38,6 +38,7 @@ from ferkit.training.augment import BatchAugment
 from ferkit.training.balance import EpochSampler, class_weights
 from ferkit.training.config import EXECUTION_KEY, RUNTIME_FIELDS, ConfigError, TrainConfig
 from ferkit.training.curves import plot_curves
+from ferkit.training.distill import Teacher, distill_loss
 from ferkit.training.finetune import checkpoint_arch_kwargs
 from ferkit.training.optim import build_optimizer, build_scheduler
 from ferkit.training.splits import normalization_stats, split_train_val
@@ -191,10 +192,13 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
         weight = torch.tensor(class_weights(split.class_counts, config.balance_power),
                               dtype=torch.float32, device=device)
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    teacher = (Teacher.load(config.teacher, device, precision, CLASSES) if config.teacher
+               else None)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16)
     forward = torch.compile(model) if config.compile else model
     state = _State()
     if ckpt is not None:
+        _check_same_teacher(ckpt, teacher)
         _restore(ckpt, model, optimizer, scheduler, ema, sampler, state,
                  _data_record(len(train_y), len(val_y), steps, digests))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -206,7 +210,8 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
             "torch": torch.__version__}})
     ckpt_base = {"arch": config.model, "arch_kwargs": checkpoint_arch_kwargs(config.model_kwargs),
                  "classes": list(CLASSES), "normalization": {"mean": mean, "std": std},
-                 "config": config.to_dict()}
+                 "config": config.to_dict(),
+                 **({"teacher": teacher.record()} if teacher is not None else {})}
     if on_start is not None:
         on_start(RunInfo(run_dir, config, device, len(train_y), len(val_y), split.val_source,
                          steps, state.epoch, sum(p.numel() for p in model.parameters()),
@@ -230,6 +235,10 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
             with precision.autocast(device):
                 logits = forward(x)
             loss = criterion(logits.float(), y)
+            if teacher is not None:
+                soft = distill_loss(logits.float(), teacher.logits(x, mean, std, precision),
+                                    config.distill_temperature)
+                loss = (1 - config.distill_weight) * loss + config.distill_weight * soft
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if config.grad_clip:
@@ -458,6 +467,13 @@ def _restore(ckpt: dict, model, optimizer, scheduler, ema, sampler, state: _Stat
     state.bad_epochs, state.stopped = int(es["bad_epochs"]), bool(es["stopped"])
     state.history = [EpochMetrics(**h) for h in ckpt["history"]]
     _set_rng_state(ckpt["rng"])  # last: building the model above consumed random numbers
+
+
+def _check_same_teacher(ckpt: dict, teacher: Teacher | None) -> None:
+    saved = ckpt.get("teacher")
+    if saved and teacher is not None and saved["digest"] != teacher.digest:
+        raise ModelError(f"{ckpt['path']}: the run distils from {saved['path']}, which has "
+                         "changed since (another checkpoint file); resume needs the same teacher")
 
 
 def _check_same_data(ckpt: dict, now: dict[str, Any]) -> None:

@@ -1,0 +1,77 @@
+"""Knowledge distillation: a frozen teacher's softened probabilities as extra training targets.
+
+    loss = (1 - a) * CE(student, labels) + a * T^2 * KL(softmax(teacher/T) || softmax(student/T))
+
+(Hinton et al., 2015), computed on the same augmented batch the student sees, so the teacher
+labels every augmented view afresh. The teacher is any checkpoint ferkit can load: a run
+directory, a .pt file, or a `ferkit ensemble` (whose log-probabilities serve as logits). It runs
+frozen, in eval mode and in the training precision. T^2 keeps the soft term's gradients on the
+scale of the hard one as T changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ferkit.errors import ModelError
+from ferkit.models.checkpoint import build_model, load_checkpoint
+from ferkit.precision import Precision
+
+
+@dataclass
+class Teacher:
+    model: nn.Module
+    mean: float  # the teacher's own input normalisation
+    std: float
+    path: str
+    digest: str  # of the checkpoint file: a resumed run must distil from the same teacher
+
+    @classmethod
+    def load(cls, spec: str, device: torch.device, precision: Precision,
+             classes: tuple[str, ...]) -> Teacher:
+        ckpt = load_checkpoint(spec)
+        if tuple(ckpt["classes"]) != tuple(classes):
+            raise ModelError(f"--teacher {spec}: its classes {ckpt['classes']} differ from the "
+                             f"student's {list(classes)}")
+        model = build_model(ckpt).to(device).eval()
+        if precision.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model.requires_grad_(False)
+        norm = ckpt["normalization"]
+        return cls(model, float(norm["mean"]), float(norm["std"]), ckpt["path"],
+                   file_digest(Path(ckpt["path"])))
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor, mean: float, std: float, precision: Precision
+               ) -> torch.Tensor:
+        """Teacher logits for a batch normalised with the student's (mean, std)."""
+        if (mean, std) != (self.mean, self.std):
+            x = (x * std + mean - self.mean) / self.std
+        with precision.autocast(x.device):
+            return self.model(x).float()
+
+    def record(self) -> dict[str, str]:
+        return {"path": self.path, "digest": self.digest}
+
+
+def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+    """T^2 * KL(teacher_T || student_T), averaged over the batch."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, dim=1),
+                    F.log_softmax(teacher_logits / t, dim=1),
+                    reduction="batchmean", log_target=True) * t * t
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
