@@ -3,15 +3,19 @@
     .venv/bin/python bench/serve_load.py                        # bundled model, 32 clients
     .venv/bin/python bench/serve_load.py --model runs/x/best.pt --clients 64 --requests 400
     .venv/bin/python bench/serve_load.py --arch vgg-gap          # untrained zoo model
+    .venv/bin/python bench/serve_load.py --endpoints predict --big-png 6000  # costly decodes
 
 It starts two servers on free 127.0.0.1 ports, one with micro-batching and one without, and
 loads one at a time, alternating between them in --rounds rounds (so load from other processes
 on a shared machine hits both alike). For each endpoint it sends a bounded number of requests
 from --clients threads, each with its own keep-alive connection and one request in flight:
-- predict:  POST /v1/predict with the sample photo (detection + classification of its faces);
+- predict:  POST /v1/predict with the sample photo (detection + classification of its faces),
+  or --photo FILE, or with --big-png N an N x N gray PNG of a few dozen kB that decodes to N*N
+  bytes (the sample face pasted on a flat background): cheap to send, costly to decode;
 - classify: POST /v1/classify with --faces already-cropped 48x48 faces (classification only).
-It reports requests/s, p50/p99 latency, failed requests (any non-200 answer, error or timeout)
-and the server's own batching counters (mean requests merged per model run), side by side.
+It reports requests/s, p50/p99 latency, failed requests (any non-200 answer, error or timeout),
+the server's own batching counters (mean requests merged per model run) and, on Linux, each
+server process's peak resident memory, side by side.
 Traffic goes to the loopback interface only, and every loop is bounded in count and time.
 """
 
@@ -19,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
+import io
 import json
 import os
 import sys
@@ -70,10 +76,45 @@ def model_checkpoint(args, tmp: Path) -> str:
     return str(path)
 
 
+@functools.cache
+def big_png(side: int) -> bytes:
+    """side x side gray PNG: flat, with the sample face pasted in the middle."""
+    from PIL import Image
+
+    canvas = Image.new("L", (side, side), 128)
+    face = Image.open(sample_photo()).convert("L")
+    zoom = max(1, side // 3000)
+    face = face.resize((face.width * zoom, face.height * zoom))
+    canvas.paste(face, ((side - face.width) // 2, (side - face.height) // 2))
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def photo_for(args) -> tuple[str, bytes, str]:
+    """(file name, bytes, content type) of what /v1/predict gets."""
+    if args.big_png:
+        return "big.png", big_png(args.big_png), "image/png"
+    path = args.photo or sample_photo()
+    ctype = {".png": "image/png", ".webp": "image/webp"}.get(path.suffix.lower(), "image/jpeg")
+    return path.name, path.read_bytes(), ctype
+
+
+def peak_rss_mb(server: ServerProcess) -> float | None:
+    """The server process's peak resident memory (Linux /proc), None elsewhere."""
+    try:
+        with open(f"/proc/{server.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, AttributeError, ValueError):
+        pass
+    return None
+
+
 def requests_for(endpoint: str, args) -> tuple[str, bytes, dict[str, str]]:
     if endpoint == "predict":
-        body, ctype = encode_multipart([("image", "photo.jpg", sample_photo().read_bytes(),
-                                         "image/jpeg")])
+        body, ctype = encode_multipart([("image", *photo_for(args))])
         return "/v1/predict", body, {"Content-Type": ctype}
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (args.faces, 48, 48)).tolist()
@@ -157,6 +198,8 @@ def summarise(parts: list[dict]) -> dict:
         "model_runs": batches,
         "requests_per_model_run": round(calls / batches, 2) if batches else 0.0,
         "max_requests_per_model_run": max(p["max_batch_calls"] for p in parts),
+        "server_peak_rss_mb": max((p["peak_rss_mb"] for p in parts if p.get("peak_rss_mb")),
+                                  default=None),
     }
 
 
@@ -171,6 +214,10 @@ def main() -> None:
                         help="alternate the two modes in this many rounds, so drifting load "
                              "from other processes on the machine affects both alike (4)")
     parser.add_argument("--faces", type=int, default=4, help="faces per /v1/classify request (4)")
+    parser.add_argument("--photo", type=Path, default=None,
+                        help="image file for /v1/predict (default: the sample photo)")
+    parser.add_argument("--big-png", type=int, default=0, metavar="N",
+                        help="send an N x N gray PNG to /v1/predict instead (e.g. 6000)")
     parser.add_argument("--endpoints", default="predict,classify",
                         help="comma-separated: predict, classify")
     parser.add_argument("--batch-wait-ms", type=float, default=3.0)
@@ -183,6 +230,13 @@ def main() -> None:
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     if not set(endpoints) <= {"predict", "classify"} or args.clients < 1 or args.requests < 1:
         parser.error("bad --endpoints, --clients or --requests")
+    if args.photo and not args.photo.is_file():
+        parser.error(f"--photo {args.photo}: no such file")
+    if args.big_png < 0 or (args.photo and args.big_png):
+        parser.error("--big-png takes a positive size, and not together with --photo")
+    if "predict" in endpoints:
+        name, data, ctype = photo_for(args)
+        print(f"predict sends {name} ({ctype}, {len(data) / 1024:.0f} kB)")
 
     modes = {"batching": "--batching", "no batching": "--no-batching"}
     parts: dict[str, dict[str, list[dict]]] = {e: {m: [] for m in modes} for e in endpoints}
@@ -202,12 +256,16 @@ def main() -> None:
             for r in range(rounds):
                 n = args.requests // rounds + (r < args.requests % rounds)
                 for mode, server in servers.items():
-                    parts[endpoint][mode].append(run_load(server.url, endpoint, args, n))
+                    part = run_load(server.url, endpoint, args, n)
+                    part["peak_rss_mb"] = peak_rss_mb(server)  # since start: earlier loads too
+                    parts[endpoint][mode].append(part)
             for mode in modes:
                 s = summarise(parts[endpoint][mode])
+                rss = s["server_peak_rss_mb"]
                 print(f"  {endpoint:8s} {mode:11s}: {s['req_per_s']:7.2f} req/s, "
                       f"p50 {s['p50_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms, "
-                      f"{s['failed']} failed", flush=True)
+                      f"{s['failed']} failed"
+                      + (f", server peak RSS {rss:.0f} MB" if rss else ""), flush=True)
     results = {e: {m: summarise(parts[e][m]) for m in modes} for e in endpoints}
 
     print()
@@ -216,17 +274,19 @@ def main() -> None:
           f"{os.cpu_count()} CPUs (load average {load:.1f} at the end), model {info['name']} "
           f"({info['arch']}), batch wait {args.batch_wait_ms:g} ms, {rounds} alternating rounds")
     header = f"{'endpoint':9s} {'mode':12s} {'requests':>8s} {'failed':>6s} {'req/s':>8s} " \
-             f"{'p50 ms':>8s} {'p99 ms':>8s} {'req/run':>8s}"
+             f"{'p50 ms':>8s} {'p99 ms':>8s} {'req/run':>8s} {'RSS MB':>7s}"
     print(header)
     print("-" * len(header))
     for endpoint, modes in results.items():
         for mode, r in modes.items():
             print(f"{endpoint:9s} {mode:12s} {r['requests']:8d} {r['failed']:6d} "
                   f"{r['req_per_s']:8.2f} {r['p50_ms']:8.0f} {r['p99_ms']:8.0f} "
-                  f"{r['requests_per_model_run']:8.2f}")
+                  f"{r['requests_per_model_run']:8.2f} "
+                  f"{r['server_peak_rss_mb'] or float('nan'):7.0f}")
             for f in r["failures"]:
                 print(f"    failure: {f}")
-    print("req/run: requests served per model run (micro-batches merge concurrent requests)")
+    print("req/run: requests served per model run (micro-batches merge concurrent requests); "
+          "RSS: the server's peak resident memory since it started")
     if args.json:
         args.json.write_text(json.dumps({"clients": args.clients, "model": info["name"],
                                          "arch": info["arch"], "results": results}, indent=2))

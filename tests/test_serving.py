@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import re
+import socket
 import struct
 import threading
 import time
@@ -50,9 +53,11 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(checkpoint):
     # Small limits so the 413 paths are cheap to hit; a longer batch window so the concurrency
-    # test sees merged batches even on a busy 2-core machine.
+    # test sees merged batches even on a busy 2-core machine; fewer decode slots than threads on
+    # any machine, so the test of the decode bound means the same everywhere.
     with ServerProcess(checkpoint, ["--max-upload-mb", "1", "--max-pixels", "4000000",
-                                    "--batch-wait-ms", "25"]) as srv:
+                                    "--batch-wait-ms", "25", "--threads", "4",
+                                    "--decode-slots", "2"]) as srv:
         yield srv
         assert srv.alive(), f"server died during the tests:\n{srv.log()[-3000:]}"
 
@@ -109,8 +114,41 @@ def test_openapi_and_docs(server):
     assert {"/v1/predict", "/v1/classify", "/v1/model", "/healthz"} <= set(spec["paths"])
     body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in body and "image/jpeg" in body
-    docs = http_request("GET", server.url + "/docs")
-    assert docs.status == 200 and b"swagger" in docs.body.lower()
+
+
+def test_docs_page_needs_no_network(server):
+    """/docs is one self-contained document: no CDN (Swagger UI's is unreachable offline)."""
+    spec = http_request("GET", server.url + "/openapi.json").json()
+    res = http_request("GET", server.url + "/docs")
+    assert res.status == 200 and res.headers["content-type"].startswith("text/html")
+    page = res.body.decode()
+    for tag in ("<script", "<link", "<img", "<iframe", "@import", "url("):
+        assert tag not in page.lower(), tag
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    for cdn in ("jsdelivr", "unpkg", "cdnjs", "swagger-ui-dist", "googleapis"):
+        assert cdn not in page.lower(), cdn
+    # The browser may load nothing at all, and the page's one inline style is allowed by hash.
+    csp = res.headers["content-security-policy"]
+    assert "default-src 'none'" in csp
+    style = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    assert f"style-src 'sha256-{digest}'" in csp
+    # It points at the schema and documents every endpoint, with examples for this server.
+    assert 'href="openapi.json"' in page
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            if method == "head":
+                continue  # listed once, as GET
+            assert f'{method.upper()}</span><code>{path}</code>' in page, (method, path)
+            assert op["summary"] in page
+    assert f"curl -F image=@photo.jpg {server.url}/v1/predict" in page
+    assert "$SERVER" not in page
+    assert http_request("HEAD", server.url + "/docs").status == 200
+    # The client's Host header shows up in the examples only escaped.
+    evil = http_request("GET", server.url + "/docs", headers={"Host": "x<b>y"})
+    assert evil.status in (200, 400) and b"<b>" not in evil.body
+    for gone in ("/redoc", "/docs/oauth2-redirect"):  # the CDN-based pages are not served
+        assert_error(http_request("GET", server.url + gone), 404, "not_found")
 
 
 def test_web_page_files(server):
@@ -200,6 +238,68 @@ def test_predict_large_photo_is_downscaled_and_boxes_mapped_back(server):
     assert (body["width"], body["height"]) == (1536, 1800)
     x, y, w, h = body["faces"][0]["box"]
     assert 300 < x < 900 and 150 < y < 750 and 300 < w < 900, body["faces"][0]["box"]
+
+
+def test_concurrent_big_pngs_are_decoded_a_few_at_a_time(server):
+    """Decodes wait for one of --decode-slots (2) even with more threads (4) and requests (8).
+
+    Big PNG face crops to /v1/classify: decoding costs the same as for /v1/predict (and goes
+    through the same gate), without the detection that would make this test slow."""
+    before = http_request("GET", server.url + "/healthz").json()["decoding"]
+    assert before["slots"] == 2
+    x = np.linspace(0, 255, 1900, dtype=np.uint8)
+    png = encode(np.broadcast_to(x[None, :, None], (2000, 1900, 3)).copy())  # 3.8 MP
+    body, ctype = encode_multipart([("faces", "face.png", png, "image/png")])
+    barrier = threading.Barrier(8)
+
+    def client(_: int) -> int:
+        barrier.wait()
+        res = http_request("POST", server.url + "/v1/classify", body, {"Content-Type": ctype})
+        assert res.status == 200 and len(res.json()["results"]) == 1, res
+        return res.status
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(client, range(8))) == [200] * 8
+    after = http_request("GET", server.url + "/healthz").json()["decoding"]
+    assert after["decodes"] - before["decodes"] == 8
+    assert 1 <= after["max_active"] <= 2
+    assert after["active"] == 0 and after["waiting"] == 0
+
+
+def test_aborted_uploads_log_one_short_line_each(server):
+    """Clients that hang up mid-upload are routine: no 500, no traceback, one INFO line each."""
+    n = 10
+    offset = len(server.log())
+    photo = PHOTO.read_bytes()
+    for i in range(n):
+        if i % 2:
+            body, ctype = encode_multipart([("image", "photo.jpg", photo, "image/jpeg")])
+            path = "/v1/predict"
+        else:
+            body, ctype = photo, ("image/jpeg" if i % 4 else "application/json")
+            path = "/v1/predict" if i % 4 else "/v1/classify"
+        head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body) + 400_000}\r\n\r\n").encode()  # < --max-upload-mb
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(head + body[:len(body) // 2])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        new = server.log()[offset:]
+        if new.count("client disconnected") >= n or "Traceback" in new:
+            break
+        time.sleep(0.05)
+    lines = new.splitlines()
+    assert "Traceback" not in new and "internal error" not in new, new[:3000]
+    assert len(lines) <= n + 2, new[:3000]
+    dropped = [line for line in lines if "client disconnected" in line]
+    assert len(dropped) == n, new
+    assert all(line.startswith("INFO ferkit.serve: POST /v1/") for line in dropped), dropped
+    assert all(len(line) < 200 for line in lines)
+    # ... and the server answers as before.
+    res = post_image(server.url + "/v1/predict", photo)
+    assert res.status == 200, res
+    check_photo_result(res.json())
+    assert server.alive()
 
 
 # -- /v1/predict: bad input ----------------------------------------------------------------------

@@ -24,7 +24,7 @@ def test_serve_help_lists_the_options():
     res = ferkit("serve", "--help")
     assert res.returncode == 0, res.stderr
     for opt in ("--host", "--port", "--model", "--workers", "--max-upload-mb", "--max-pixels",
-                "--no-batching", "--batch-wait-ms", "--max-batch"):
+                "--no-batching", "--batch-wait-ms", "--max-batch", "--decode-slots"):
         assert opt in res.stdout, opt
 
 

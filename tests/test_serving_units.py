@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import threading
@@ -10,11 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ferkit.serving.batching import MicroBatcher
 from ferkit.serving.limits import (
     ApiError,
+    DecodeGate,
     Limits,
     check_part_type,
     decode_face,
@@ -128,6 +130,91 @@ def test_big_jpeg_is_decoded_downscaled():
     h, w = img.rgb.shape[:2]
     assert w * h <= 300_000 and abs(w / h - 1.5) < 0.01
     assert img.scale == pytest.approx(w / 2400)
+
+
+def png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def test_big_png_is_shrunk_before_any_full_size_copy(monkeypatch):
+    """PNG has no reduced decode: after the one full-size decode, only small copies are made
+    (no full-size rotation, conversion to RGB or resize input: each costs time and memory)."""
+    made: list[tuple[str, tuple[int, int]]] = []
+    new = Image.Image._new
+
+    def spy(self, im):
+        out = new(self, im)
+        made.append((out.mode, out.size))
+        return out
+
+    data = png(gradient(3000, 2000).convert("L"))  # 6 MP of gray, 20x the working size
+    monkeypatch.setattr(Image.Image, "_new", spy)
+    img = decode_image(data, Limits(work_pixels=300_000))
+    assert (img.width, img.height) == (3000, 2000) and img.format == "PNG"
+    h, w = img.rgb.shape[:2]
+    assert w * h <= 300_000 and abs(w / h - 1.5) < 0.01
+    assert made and max(a * b for _, (a, b) in made) <= 4 * 300_000, made
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "I;16"])
+@pytest.mark.parametrize("orientation", [1, 6, 3])
+def test_big_images_shrunk_keep_their_picture_and_orientation(mode, orientation):
+    original = gradient(1800, 1200)
+    original.paste((250, 250, 250), (100, 100, 400, 300))  # a mark near one corner
+    if mode == "I;16":
+        stored = Image.fromarray(np.asarray(original.convert("L"), np.uint16) * 257)
+    else:
+        stored = original.convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    stored.save(buf, format="PNG", exif=exif.tobytes())
+    img = decode_image(buf.getvalue(), Limits(work_pixels=120_000))
+    # What decoding at full size gives (as the server did before it shrank big images early).
+    reference = ImageOps.exif_transpose(Image.open(buf)).convert("RGB")
+    assert (img.width, img.height) == reference.size
+    h, w = img.rgb.shape[:2]
+    assert w * h <= 120_000 and img.scale == pytest.approx(w / reference.width)
+    expected = np.asarray(reference.resize((w, h), Image.Resampling.BOX), float)
+    assert np.abs(img.rgb.astype(float) - expected).mean() < 6, (mode, orientation)
+
+
+def test_big_rotated_jpeg_is_drafted_and_upright():
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    img = decode_image(jpeg(gradient(3200, 2400), exif=exif.tobytes(), quality=90),
+                       Limits(work_pixels=200_000))
+    assert (img.width, img.height) == (2400, 3200)
+    h, w = img.rgb.shape[:2]
+    assert w * h <= 200_000 and h > w
+    expected = ImageOps.exif_transpose(Image.open(io.BytesIO(
+        jpeg(gradient(3200, 2400), exif=exif.tobytes(), quality=90)))).resize((w, h))
+    assert np.abs(img.rgb.astype(float) - np.asarray(expected, float)).mean() < 6
+
+
+def test_decode_gate_bounds_concurrent_decodes():
+    gate = DecodeGate(2)
+    pool = ThreadPoolExecutor(6)
+
+    def work(i: int) -> int:
+        time.sleep(0.02)
+        return i
+
+    async def one(i: int) -> int:
+        async with gate:
+            return await asyncio.get_running_loop().run_in_executor(pool, gate.counted(work), i)
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(one(i) for i in range(8)))
+
+    try:
+        assert asyncio.run(main()) == list(range(8))
+    finally:
+        pool.shutdown()
+    assert gate.stats() == {"slots": 2, "active": 0, "waiting": 0, "max_active": 2,
+                            "decodes": 8}
 
 
 def test_exif_orientation_is_applied():

@@ -30,6 +30,15 @@ def _check_port(host: str, port: int) -> None:
                               "pick another port with --port") from None
 
 
+def _auto_decode_slots(workers: int) -> int | None:
+    """With several workers, share the CPUs among them; one process decides for itself."""
+    if workers == 1:
+        return None
+    from ferkit.serving.limits import usable_cpus
+
+    return max(1, usable_cpus() // workers)
+
+
 def serve(
     host: str = typer.Option("127.0.0.1", "--host",
                              help="Address to listen on. 0.0.0.0 makes the server reachable from "
@@ -45,6 +54,10 @@ def serve(
     threads: int = typer.Option(0, "--threads", min=0, max=256,
                                 help="Decoding/detection threads per process (0: CPU count + 2, "
                                      "at most 8)."),
+    decode_slots: int = typer.Option(0, "--decode-slots", min=0, max=256,
+                                     help="Uploads decoded at once per process; the others "
+                                          "queue, so memory holds at most this many big photos "
+                                          "(0: one per CPU, divided among --workers)."),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.001,
                                         help="Larger uploads are refused with 413."),
     max_pixels: int = typer.Option(40_000_000, "--max-pixels", min=1,
@@ -91,6 +104,7 @@ def serve(
         "model": model, "device": device, "min_confidence": min_confidence,
         "batching": batching, "max_batch": max_batch, "max_wait_ms": batch_wait_ms,
         "threads": threads or None,
+        "decode_slots": decode_slots or _auto_decode_slots(workers),
         "limits": {"max_upload_bytes": int(max_upload_mb * 2**20), "max_pixels": max_pixels,
                    "work_pixels": work_pixels},
     }

@@ -1,17 +1,24 @@
-"""The FastAPI app: JSON API under /v1, health at /healthz, the web page at /, OpenAPI at /docs.
+"""The FastAPI app: JSON API under /v1, health at /healthz, the web page at /, API docs at /docs.
 
 create_app(engine, limits) builds it around a loaded Engine; create_app_from_env() is the factory
 uvicorn calls in each worker process when `ferkit serve --workers N` runs more than one.
 No route takes a path or file name from the client: the page's three files are read from the
 package once, at start-up, and served from memory.
+
+/docs is a plain page rendered here from the OpenAPI schema (which stays at /openapi.json), not
+FastAPI's Swagger UI or ReDoc: those load their scripts from a CDN and show nothing offline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import html
 import json
 import logging
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -24,17 +31,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ferkit import __version__
 from ferkit.errors import FerkitError
 from ferkit.serving.engine import Engine
 from ferkit.serving.limits import (
     ApiError,
+    DecodeGate,
     Limits,
     check_part_type,
     decode_face,
     decode_image,
     face_from_json,
+    usable_cpus,
 )
 
 log = logging.getLogger("ferkit.serve")
@@ -87,6 +97,12 @@ CLASSIFY_BODY = {
 }
 
 
+class ClientGone(ClientDisconnect):
+    """The client closed the connection before its request was served: nobody is left to answer,
+    and it is no server error (a phone losing signal mid-upload, a client timing out). The one
+    argument says when, for the log line."""
+
+
 def _error(status: int, code: str, detail: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
@@ -109,13 +125,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
                            f"the upload is {declared / 2**20:.1f} MB; the server accepts at most "
                            f"{limit / 2**20:.1f} MB (--max-upload-mb)")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "upload_too_large",
-                           f"the upload is over the server's limit of {limit / 2**20:.1f} MB "
-                           "(--max-upload-mb)")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "upload_too_large",
+                               f"the upload is over the server's limit of {limit / 2**20:.1f} MB "
+                               "(--max-upload-mb)")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        of = f" of {length}" if length is not None else ""
+        raise ClientGone(f"mid-upload, after {size}{of} bytes") from None
     return b"".join(chunks)
 
 
@@ -144,13 +164,15 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def create_app(engine: Engine, limits: Limits | None = None, *, threads: int | None = None
-               ) -> FastAPI:
-    """The app around a loaded engine. `threads`: worker threads for decoding and detection."""
+def create_app(engine: Engine, limits: Limits | None = None, *, threads: int | None = None,
+               decode_slots: int | None = None) -> FastAPI:
+    """The app around a loaded engine. `threads`: worker threads for decoding and detection;
+    `decode_slots`: uploads decoded at once (default: one per usable CPU, at most `threads`)."""
     limits = limits or Limits()
     static = _load_static()
-    pool = ThreadPoolExecutor(max_workers=threads or min(8, (os.cpu_count() or 2) + 2),
-                              thread_name_prefix="ferkit-infer")
+    threads = threads or min(8, (os.cpu_count() or 2) + 2)
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ferkit-infer")
+    gate = DecodeGate(decode_slots or min(threads, usable_cpus()))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -166,12 +188,21 @@ def create_app(engine: Engine, limits: Limits | None = None, *, threads: int | N
                     f"({', '.join(engine.classes)}), or classify already-cropped faces. "
                     "The web page at / uses this API, with live webcam recognition.",
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc come from a CDN: /docs below works offline
+        redoc_url=None,
     )
     app.state.engine = engine
     app.state.limits = limits
 
     async def in_pool(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    async def decode(request: Request, fn, *args):
+        """fn(*args) in the pool once a decode slot is free; skipped if the client left."""
+        async with gate:
+            if await request.is_disconnected():
+                raise ClientGone("while its upload waited to be decoded")
+            return await in_pool(gate.counted(fn), *args)
 
     # -- errors: always JSON {"error": code, "detail": message} ----------------------------------
 
@@ -194,6 +225,15 @@ def create_app(engine: Engine, limits: Limits | None = None, *, threads: int | N
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         return _error(422, "invalid_request", str(exc.errors())[:500])
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: ClientDisconnect):
+        # One line, not a 500 with tracebacks: a disconnect is routine, and a flood of aborted
+        # uploads must not flood the log. Nobody reads the response; uvicorn drops it.
+        peer = f"{request.client.host}:{request.client.port}" if request.client else "client"
+        log.info("%s %s from %s dropped: the client disconnected %s", request.method,
+                 request.url.path, peer, str(exc) or "mid-request")
+        return Response(status_code=499)  # nginx's "client closed request"; never sent
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception):
@@ -220,12 +260,19 @@ def create_app(engine: Engine, limits: Limits | None = None, *, threads: int | N
     async def style_css() -> Response:
         return _static("style.css")
 
+    @app.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        server = html.escape(str(request.base_url).rstrip("/"))
+        page = app.state.docs_page.replace(SERVER_PLACEHOLDER, server)
+        return Response(page, media_type="text/html; charset=utf-8", headers=DOCS_HEADERS)
+
     # -- API ------------------------------------------------------------------------------------
 
     @app.api_route("/healthz", methods=["GET", "HEAD"], tags=["service"],
                    summary="Liveness, uptime and batching counters")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "model": engine.name, **engine.stats()}
+        return {"status": "ok", "version": __version__, "model": engine.name, **engine.stats(),
+                "decoding": gate.stats()}
 
     @app.get("/v1/model", tags=["model"], summary="The loaded model")
     async def model_info() -> dict[str, Any]:
@@ -264,14 +311,10 @@ def create_app(engine: Engine, limits: Limits | None = None, *, threads: int | N
                            "the photo in field 'image', or the raw bytes as image/jpeg, "
                            "image/png ...")
 
-        def work() -> dict[str, Any]:
-            image = decode_image(data, limits)
-            faces = engine.predict(image)
-            return {"faces": faces, "width": image.width, "height": image.height}
-
-        result = await in_pool(work)
-        return {**result, "model": engine.name,
-                "elapsed_ms": round((time.perf_counter() - start) * 1000, 2)}
+        image = await decode(request, decode_image, data, limits)
+        faces = await in_pool(engine.predict, image)
+        return {"faces": faces, "width": image.width, "height": image.height,
+                "model": engine.name, "elapsed_ms": round((time.perf_counter() - start) * 1000, 2)}
 
     @app.post("/v1/classify", tags=["recognition"], openapi_extra={"requestBody": CLASSIFY_BODY},
               summary="Expressions of already-cropped faces")
@@ -297,7 +340,7 @@ def create_app(engine: Engine, limits: Limits | None = None, *, threads: int | N
                 raise ApiError(413, "too_many_faces",
                                f"{len(items)} faces in one request; the limit is {max_n}")
 
-            def decode() -> np.ndarray:
+            def decode_faces() -> np.ndarray:
                 return _stack([face_from_json(item, limits, f"faces[{i}]")
                                for i, item in enumerate(items)])
         elif mtype == "multipart/form-data":
@@ -313,14 +356,14 @@ def create_app(engine: Engine, limits: Limits | None = None, *, threads: int | N
                 check_part_type(part.content_type, f"faces[{i}]")
                 blobs.append(await part.read())
 
-            def decode() -> np.ndarray:
+            def decode_faces() -> np.ndarray:
                 return _stack([decode_face(b, limits, f"faces[{i}]") for i, b in enumerate(blobs)])
         else:
             raise ApiError(415, "unsupported_media_type",
                            f"content type {mtype or '(none)'!r}: send application/json "
                            "{\"faces\": [...]} or multipart/form-data with files in field 'faces'")
 
-        faces = await in_pool(decode)
+        faces = await decode(request, decode_faces)
         if len(faces) == 0:
             raise ApiError(422, "missing_faces", "no faces given")
         if engine.batcher.enabled:
@@ -339,7 +382,97 @@ def create_app(engine: Engine, limits: Limits | None = None, *, threads: int | N
         return {"results": results, "model": engine.name,
                 "elapsed_ms": round((time.perf_counter() - start) * 1000, 2)}
 
+    app.state.docs_page = docs_page(app.openapi())
     return app
+
+
+# -- /docs: the API reference as a self-contained page --------------------------------------------
+
+DOCS_STYLE = ("body{font:15px/1.5 system-ui,sans-serif;max-width:54rem;margin:2rem auto;"
+              "padding:0 1rem;color:#1d2330;background:#fff}"
+              "code,pre{font:13px/1.45 ui-monospace,Menlo,Consolas,monospace;background:#eef0f4;"
+              "border-radius:4px}code{padding:0 .25em}pre{padding:.6rem .8rem;overflow-x:auto}"
+              "h2{margin:2.2rem 0 .4rem;font-size:1.1rem}.m{color:#8a4b00;margin-right:.4rem}"
+              "dt{font-weight:600}dd{margin:0 0 .4rem 1.2rem}")
+_STYLE_HASH = base64.b64encode(hashlib.sha256(DOCS_STYLE.encode()).digest()).decode()
+DOCS_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # Nothing is loaded from anywhere, this server included: the page is one HTML document.
+    "Content-Security-Policy": f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; "
+                               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-cache",
+}
+SERVER_PLACEHOLDER = "$SERVER"  # in the examples; replaced by the address the client used
+DOCS_EXAMPLES = {
+    ("post", "/v1/predict"): "curl -F image=@photo.jpg {s}/v1/predict\n"
+                             "curl -H 'Content-Type: image/jpeg' --data-binary @photo.jpg "
+                             "{s}/v1/predict",
+    ("post", "/v1/classify"): "curl -F faces=@face1.png -F faces=@face2.png {s}/v1/classify\n"
+                              "curl -H 'Content-Type: application/json' "
+                              "-d '{{\"faces\": [\"<base64 PNG>\"]}}' {s}/v1/classify",
+    ("get", "/v1/model"): "curl {s}/v1/model",
+    ("get", "/healthz"): "curl {s}/healthz",
+}
+
+
+def _text(markdown: str) -> str:
+    """Docstring text -> HTML paragraphs, `code` kept as code; everything else escaped."""
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", markdown or "") if p.strip()]
+    out = []
+    for p in paragraphs:
+        escaped = html.escape(" ".join(p.split()))
+        out.append("<p>" + re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped) + "</p>")
+    return "\n".join(out)
+
+
+def docs_page(spec: dict[str, Any]) -> str:
+    """The HTML of /docs from the OpenAPI schema, with SERVER_PLACEHOLDER in the examples."""
+    info = spec.get("info", {})
+    e = html.escape
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(info.get('title', 'API'))} API</title>",
+        f"<style>{DOCS_STYLE}</style></head><body>",
+        f"<h1>{e(info.get('title', 'API'))} API <small>{e(str(info.get('version', '')))}</small>"
+        "</h1>",
+        _text(info.get("summary", "")),
+        _text(info.get("description", "")),
+        '<p>The machine-readable OpenAPI schema is at <a href="openapi.json">/openapi.json</a>: '
+        "open it in any OpenAPI tool (Swagger UI, Postman, an API client generator). This page "
+        "needs no network access; the interactive Swagger UI is not served because it loads "
+        "from a CDN. The web page is at <a href=\"./\">/</a>.</p>",
+        "<p>Errors are JSON <code>{\"error\": code, \"detail\": message}</code> with the HTTP "
+        "status: 413 over a limit, 415 not an image, 422 unreadable input.</p>",
+    ]
+    toc, sections = [], []
+    for path, ops in spec.get("paths", {}).items():
+        for method, op in ops.items():
+            if method == "head" and "get" in ops:
+                continue  # the same route as GET
+            anchor = re.sub(r"[^a-z0-9]+", "-", f"{method}{path}".lower()).strip("-")
+            title = f'<span class="m">{e(method.upper())}</span><code>{e(path)}</code>'
+            toc.append(f'<li><a href="#{anchor}">{title}</a> {e(op.get("summary", ""))}</li>')
+            body = [f'<section id="{anchor}"><h2>{title} {e(op.get("summary", ""))}</h2>',
+                    _text(op.get("description", ""))]
+            request = op.get("requestBody") or {}
+            if request.get("content"):
+                types = ", ".join(f"<code>{e(t)}</code>" for t in request["content"])
+                body.append(f"<p><strong>Request body</strong>: {types}.</p>")
+                body.append(_text(request.get("description", "")))
+            responses = op.get("responses") or {}
+            if responses:
+                body.append("<dl>" + "".join(
+                    f"<dt>{e(str(code))}</dt><dd>{e(r.get('description', ''))}</dd>"
+                    for code, r in responses.items()) + "</dl>")
+            example = DOCS_EXAMPLES.get((method, path))
+            if example:
+                body.append(f"<pre>{e(example.format(s=SERVER_PLACEHOLDER))}</pre>")
+            sections.append("\n".join(body) + "</section>")
+    parts += ["<h2>Endpoints</h2>", "<ul>", *toc, "</ul>", *sections, "</body></html>"]
+    return "\n".join(p for p in parts if p)
 
 
 def _stack(faces: list[np.ndarray]) -> np.ndarray:
@@ -356,7 +489,8 @@ def build_from_config(config: dict[str, Any]) -> FastAPI:
                     batching=config.get("batching", True), max_batch=config.get("max_batch", 64),
                     max_wait_ms=config.get("max_wait_ms", 3.0))
     limits = Limits(**config.get("limits", {}))
-    return create_app(engine, limits, threads=config.get("threads"))
+    return create_app(engine, limits, threads=config.get("threads"),
+                      decode_slots=config.get("decode_slots"))
 
 
 def create_app_from_env() -> FastAPI:

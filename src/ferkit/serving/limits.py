@@ -7,11 +7,16 @@ are decoded from bytes in memory, and only the image formats listed in IMAGE_FOR
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
+import os
+import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,6 +29,15 @@ IMAGE_FORMATS = tuple(f for f in ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "
                       if f in Image.OPEN)
 ACCEPTED_PART_TYPES = ("image/", "application/octet-stream")
 FACE_SIZE = 48
+T = TypeVar("T")
+# Modes whose pixels Image.reduce() may average as they are (palette indices may not be).
+_REDUCIBLE_MODES = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr",
+                              "LAB", "I", "F"})
+# EXIF orientation -> the transpose that makes the picture upright (as ImageOps.exif_transpose).
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
 
 
 class ApiError(Exception):
@@ -59,6 +73,64 @@ class DecodedImage:
     height: int
     scale: float  # rgb pixels per original pixel (1.0 when not downscaled)
     format: str
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class DecodeGate:
+    """Lets at most `slots` uploads be decoded at once, first come first served.
+
+    A decode keeps a core busy and may hold a full-size picture (a 40 MP RGB photo is 120 MB),
+    so 32 clients sending big photos at once must queue here rather than all decode together:
+    memory stays at `slots` pictures, and each finished decode frees its core for detection.
+    The counters (in /healthz) count threads inside a decode, so they show the bound holds.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = max(1, int(slots))
+        self._sem = asyncio.Semaphore(self.slots)  # binds to the running loop on first use
+        self._lock = threading.Lock()
+        self._active = self._max_active = self._waiting = self._decodes = 0
+
+    async def __aenter__(self) -> DecodeGate:
+        with self._lock:
+            self._waiting += 1
+        try:
+            await self._sem.acquire()
+        finally:
+            with self._lock:
+                self._waiting -= 1
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._sem.release()
+
+    def counted(self, fn: Callable[..., T]) -> Callable[..., T]:
+        """fn, counting the threads that are inside it."""
+
+        def run(*args: Any) -> T:
+            with self._lock:
+                self._active += 1
+                self._decodes += 1
+                self._max_active = max(self._max_active, self._active)
+            try:
+                return fn(*args)
+            finally:
+                with self._lock:
+                    self._active -= 1
+
+        return run
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"slots": self.slots, "active": self._active, "waiting": self._waiting,
+                    "max_active": self._max_active, "decodes": self._decodes}
 
 
 def check_part_type(content_type: str | None, what: str = "image") -> None:
@@ -98,22 +170,30 @@ def _open(data: bytes, what: str, limits: Limits) -> Image.Image:
 
 
 def decode_image(data: bytes, limits: Limits, what: str = "image") -> DecodedImage:
-    """Bytes of an upload -> RGB array, EXIF-rotated, downscaled to limits.work_pixels at most."""
+    """Bytes of an upload -> RGB array, EXIF-rotated, downscaled to limits.work_pixels at most.
+
+    A big photo is shrunk while it is decoded (JPEG) or right after (other formats), before any
+    conversion or rotation copies it: a 36 MP PNG otherwise costs three more full-size copies.
+    """
     img = _open(data, what, limits)
     fmt = img.format or "?"
     try:
         ow, oh = img.size
-        orientation = img.getexif().get(0x0112, 1)  # 5-8: rotated by 90 degrees
-        width, height = (oh, ow) if orientation in (5, 6, 7, 8) else (ow, oh)
-        if img.format in ("JPEG", "MPO") and ow * oh > 4 * limits.work_pixels:
-            # Decode big JPEGs at 1/2, 1/4 or 1/8 scale: much faster, far less memory.
+        if img.format in ("JPEG", "MPO") and ow * oh > limits.work_pixels:
+            # libjpeg decodes at 1/2, 1/4 or 1/8 scale, never below the requested size.
             ratio = (limits.work_pixels / (ow * oh)) ** 0.5
             img.draft("RGB", (max(1, int(ow * ratio)), max(1, int(oh * ratio))))
-        img = ImageOps.exif_transpose(img).convert("RGB")
+        orientation = img.getexif().get(0x0112, 1)  # 5-8: rotated by 90 degrees
+        width, height = (oh, ow) if orientation in (5, 6, 7, 8) else (ow, oh)
+        img = _shrink(img, limits.work_pixels)  # the one full-size decode happens in here
+        if orientation in _TRANSPOSE:
+            img = img.transpose(_TRANSPOSE[orientation])
+        if img.mode != "RGB":
+            img = img.convert("RGB")
         if img.width * img.height > limits.work_pixels:
             ratio = (limits.work_pixels / (img.width * img.height)) ** 0.5
             img = img.resize((max(1, int(img.width * ratio)), max(1, int(img.height * ratio))),
-                             Image.Resampling.BILINEAR, reducing_gap=2.0)
+                             Image.Resampling.BILINEAR)
         rgb = np.asarray(img, dtype=np.uint8)
     except ApiError:
         raise
@@ -125,6 +205,21 @@ def decode_image(data: bytes, limits: Limits, what: str = "image") -> DecodedIma
         raise ApiError(422, "undecodable_image", f"{what}: could not convert to RGB")
     scale = rgb.shape[1] / width
     return DecodedImage(np.ascontiguousarray(rgb), width, height, scale, fmt)
+
+
+def _shrink(img: Image.Image, work_pixels: int) -> Image.Image:
+    """Load the image and box-reduce it by a whole factor that keeps >= work_pixels.
+
+    Image.reduce() averages k x k blocks in one pass over the decoded pixels, in the file's own
+    mode (a gray PNG stays 1 byte a pixel), so the full-size picture is read once and dropped.
+    """
+    img.load()
+    factor = int((img.width * img.height / work_pixels) ** 0.5)
+    if factor < 2:
+        return img
+    if img.mode not in _REDUCIBLE_MODES:  # palette, 1-bit, 16-bit ...: convert at full size
+        img = img.convert("L" if img.mode == "1" else "RGB")
+    return img.reduce(factor)
 
 
 def decode_face(data: bytes, limits: Limits, what: str) -> np.ndarray:
