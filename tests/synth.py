@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import struct
 import zipfile
+import zlib
 from io import BytesIO
 from pathlib import Path
 
@@ -81,3 +83,75 @@ def make_csv_dataset(tmp_path: Path, n_per_class: int = 20, seed: int = 0) -> Pa
     images, labels = make_faces(n_per_class, seed)
     splits = [("train", "train", "train", "val", "test")[i % 5] for i in range(len(labels))]
     return write_csv(tmp_path / "fer2013.csv", images, labels, splits)
+
+
+# --- hostile inputs: zip bombs, lying headers, huge images, corrupt-but-decodable JPEGs --------
+
+def jpeg_bytes(img: np.ndarray, **save) -> bytes:
+    buf = BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", **save)
+    return buf.getvalue()
+
+
+def jpeg_with_extraneous_bytes(img: np.ndarray, n: int = 200) -> bytes:
+    """A JPEG that libjpeg still decodes, warning "Corrupt JPEG data: N extraneous bytes before
+    marker 0xd9" (garbage between the scan data and the end marker)."""
+    data = jpeg_bytes(img, quality=90)
+    assert data.endswith(b"\xff\xd9")
+    return data[:-2] + bytes(range(1, 1 + n % 255)) * (n // 255 + 1) + b"\xff\xd9"
+
+
+def deflate_zeros(mib: int) -> tuple[bytes, int]:
+    """(raw deflate stream, CRC-32) of `mib` MiB of zero bytes, in milliseconds: one MiB is
+    compressed and full-flushed (byte-aligned, no back references), then repeated."""
+    zeros = bytes(1 << 20)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = c.compress(zeros) + c.flush(zlib.Z_FULL_FLUSH)
+    final = zlib.compressobj(9, zlib.DEFLATED, -15).flush()  # an empty last block
+    crc = 0
+    for _ in range(mib):
+        crc = zlib.crc32(zeros, crc)
+    return block * mib + final, crc
+
+
+def write_raw_zip(path: Path, members: list[tuple[str, bytes, int, int, int]]) -> Path:
+    """A zip written byte by byte, so headers can say anything: members are (name, stored
+    bytes, method (0 stored, 8 deflated), CRC-32, declared uncompressed size)."""
+    body, central = bytearray(), bytearray()
+    for name, data, method, crc, size in members:
+        raw = name.encode()
+        offset = len(body)
+        body += struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, method, 0, 0x21, crc,
+                            len(data), size, len(raw), 0) + raw + data
+        central += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, method, 0, 0x21,
+                               crc, len(data), size, len(raw), 0, 0, 0, 0, 0, offset) + raw
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(members), len(members),
+                      len(central), len(body), 0)
+    path.write_bytes(bytes(body + central + end))
+    return path
+
+
+def stored(name: str, data: bytes) -> tuple[str, bytes, int, int, int]:
+    """An honest stored member for write_raw_zip."""
+    return name, data, 0, zlib.crc32(data), len(data)
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A valid 1-bit grayscale PNG of zeros: a few hundred KB for 20000x20000, built row by row
+    (never the whole picture in memory)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    rows = bytes(1 + (width + 7) // 8) * 1000  # filter byte 0, then packed zero bits
+    assert height % 1000 == 0, "whole batches of rows only"
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = c.compress(rows) + c.flush(zlib.Z_FULL_FLUSH)  # repeatable, as in deflate_zeros
+    adler = 1
+    for _ in range(height // 1000):
+        adler = zlib.adler32(rows, adler)
+    idat = (b"\x78\xda" + block * (height // 1000)
+            + zlib.compressobj(9, zlib.DEFLATED, -15).flush() + struct.pack(">I", adler))
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from cli_support import run_ferkit as run
 from PIL import Image
-from synth import kaggle_entries, make_csv_dataset, make_faces, write_zip
+from synth import (
+    jpeg_with_extraneous_bytes,
+    kaggle_entries,
+    make_csv_dataset,
+    make_faces,
+    write_zip,
+)
 
 from ferkit.classes import CLASSES
 
@@ -41,8 +47,9 @@ def test_inspect_json_has_the_exact_shape(monkeypatch, capsys, zip_path):
     code, out, err = run(monkeypatch, capsys, "data", "inspect", str(zip_path), "--json")
     assert code == 0, err
     report = json.loads(out)
-    assert set(report) == {"source", "splits", "skipped"}
+    assert set(report) == {"source", "splits", "skipped", "warnings"}
     assert report["source"] == str(zip_path) and report["skipped"] == []
+    assert report["warnings"] == []
     assert list(report["splits"]) == ["train", "val", "test"]
     for info in report["splits"].values():
         assert set(info) == {"count", "per_class"}
@@ -136,6 +143,59 @@ def test_export_csv_round_trip(monkeypatch, capsys, zip_path, tmp_path):
     first = json.loads(run(monkeypatch, capsys, "data", "inspect", str(zip_path), "--json")[1])
     second = json.loads(run(monkeypatch, capsys, "data", "inspect", str(out_csv), "--json")[1])
     assert first["splits"] == second["splits"]
+
+
+def test_export_csv_refuses_to_replace_a_file_without_force(monkeypatch, capsys, zip_path,
+                                                             tmp_path):
+    out_csv = tmp_path / "taken.csv"
+    out_csv.write_text("precious\n")
+    code, out, err = run(monkeypatch, capsys, "data", "export-csv", str(zip_path), str(out_csv))
+    assert code == 1 and out == ""
+    assert err == f"error: {out_csv}: already exists; pass --force to replace it\n"
+    assert out_csv.read_text() == "precious\n"
+    code, out, err = run(monkeypatch, capsys, "data", "export-csv", str(zip_path), str(out_csv),
+                         "--force")
+    assert code == 0, err
+    assert "wrote 21 rows" in out and out_csv.read_text().startswith("emotion,pixels,Usage\n")
+
+
+def test_export_csv_force_never_replaces_the_source(monkeypatch, capsys, tmp_path):
+    csv_path = make_csv_dataset(tmp_path, n_per_class=1)
+    before = csv_path.read_bytes()
+    code, out, err = run(monkeypatch, capsys, "data", "export-csv", str(csv_path), str(csv_path),
+                         "--force")
+    assert code == 1 and "refusing to overwrite the source" in err
+    assert csv_path.read_bytes() == before
+
+
+def test_export_csv_help_explains_force(monkeypatch, capsys):
+    code, out, err = run(monkeypatch, capsys, "data", "export-csv", "--help")
+    assert code == 0 and "--force" in out and "ferkit data export-csv fer2013.zip fer2013.csv " \
+        "--force" in out
+
+
+@pytest.fixture
+def odd_jpeg_zip(tmp_path):
+    images, labels = make_faces(2)
+    entries = kaggle_entries(images, labels, ["train"] * len(labels))
+    entries["train/happy/Training_odd.jpg"] = jpeg_with_extraneous_bytes(images[0])
+    return write_zip(tmp_path / "odd.zip", entries)
+
+
+@pytest.mark.parametrize("command", ["inspect", "audit"])
+def test_decoder_warnings_are_listed_with_the_entry(monkeypatch, capfd, odd_jpeg_zip, command):
+    # capfd: stdout and stderr at the file-descriptor level, C libraries included.
+    code, out, err = run(monkeypatch, capfd, "data", command, str(odd_jpeg_zip))
+    assert code == 0, err
+    assert "1 entry of" in err and "loaded with warnings:" in err
+    assert "train/happy/Training_odd.jpg: decoded, but the decoder warned: Corrupt JPEG data" \
+        in " ".join(err.split())
+    assert err.count("Corrupt JPEG") == 1  # only in the report, never anonymously
+    code, out, err = run(monkeypatch, capfd, "data", command, str(odd_jpeg_zip), "--json")
+    report = json.loads(out)
+    assert [w["entry"] for w in report["warnings"]] == ["train/happy/Training_odd.jpg"]
+    assert "extraneous bytes" in report["warnings"][0]["message"]
+    assert "1 entry loaded with warnings" in err and "Corrupt JPEG" not in err
 
 
 def test_export_csv_refuses_to_overwrite_its_source(monkeypatch, capsys, tmp_path):

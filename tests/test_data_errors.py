@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
+import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
-from synth import kaggle_entries, make_faces, write_csv, write_folder, write_zip
+from synth import (
+    jpeg_with_extraneous_bytes,
+    kaggle_entries,
+    make_faces,
+    write_csv,
+    write_folder,
+    write_zip,
+)
 
+from ferkit.classes import CLASSES
 from ferkit.data import load_dataset
 from ferkit.errors import DataError
 
@@ -247,3 +257,124 @@ def test_skip_bad_keeps_labels_aligned_with_images(tmp_path):
 def test_zip_holding_only_a_csv_says_to_extract_it(tmp_path):
     path = write_zip(tmp_path / "challenge.zip", {"fer2013/fer2013.csv": b"emotion,pixels\n"})
     _load_error(path, "challenge.zip: holds fer2013/fer2013.csv but no images; extract the CSV")
+
+
+# --- zip member names: duplicates, '..', absolute paths ----------------------------------------
+
+def _zip_with(tmp_path, extra: list[tuple[str, bytes]], name: str = "names.zip"):
+    """Good entries plus `extra` members, written in that order (duplicates allowed)."""
+    path = tmp_path / name
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as zf:
+        warnings.simplefilter("ignore", UserWarning)  # zipfile: "Duplicate name"
+        for k, v in _good_entries().items():
+            zf.writestr(k, v)
+        for k, v in extra:
+            zf.writestr(zipfile.ZipInfo(k), v)
+    return path
+
+
+def test_duplicate_zip_entries_are_reported_not_silently_merged(tmp_path):
+    path = _zip_with(tmp_path, [("train/happy/a.png", _png_bytes()),
+                                ("train/happy/a.png", _png_bytes()[::-1])])
+    message = _load_error(path, "duplicate entry")
+    assert message.startswith(f"{path}: train/happy/a.png: duplicate entry: the zip holds 2 "
+                              f"members with this name")
+    ds = load_dataset(path, skip_bad=True)
+    assert len(ds) == 14 and "train/happy/a.png" not in ds.names.tolist()
+    assert [s.entry for s in ds.skipped] == ["train/happy/a.png"] * 2  # one per member
+    assert [s.reason.split("(")[1][:11] for s in ds.skipped] == ["copy 1 of 2", "copy 2 of 2"]
+
+
+def test_names_that_mean_the_same_file_are_duplicates_too(tmp_path):
+    path = _zip_with(tmp_path, [("train/happy/b.png", _png_bytes()),
+                                ("train\\happy\\b.png", _png_bytes())])
+    message = _load_error(path, "duplicate entry")
+    assert "train/happy/b.png: duplicate entry" in message and "also spelled" in message
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("train/happy/../../../y.png", "path leaves the archive root"),
+    ("../train/happy/y.png", "path leaves the archive root"),
+    ("/train/happy/y.png", "absolute path in the zip"),
+    ("\\train\\happy\\y.png", "absolute path in the zip"),
+    ("C:/train/happy/y.png", "absolute path in the zip"),
+])
+def test_zip_entries_outside_the_archive_root_are_rejected(tmp_path, name, reason):
+    path = _zip_with(tmp_path, [(name, _png_bytes())])
+    message = _load_error(path, re.escape(reason))
+    assert message.startswith(f"{path}: {name}: {reason}")
+    ds = load_dataset(path, skip_bad=True)
+    assert len(ds) == 14 and [(s.entry, s.reason[:len(reason)]) for s in ds.skipped] == [
+        (name, reason)]
+
+
+def test_zip_member_paths_are_normalised_once_for_every_rule(tmp_path):
+    path = _zip_with(tmp_path, [("train/../train/sad/t.png", _png_bytes()),
+                                ("./train//happy/./u.png", _png_bytes()),
+                                ("train\\fear\\v.png", _png_bytes()),
+                                ("train/sad/../../w.png", _png_bytes())])
+    ds = load_dataset(path, skip_bad=True)
+    names = ds.names.tolist()
+    assert {"train/sad/t.png", "train/happy/u.png", "train/fear/v.png"} <= set(names)
+    assert len(ds) == 17
+    # w.png resolves to the archive root: inside it, but not in a split folder.
+    assert [(s.entry, s.reason) for s in ds.skipped] == [
+        ("w.png", "not inside a train/, val/ or test/ folder")]
+    labels = dict(zip(names, ds.labels.tolist(), strict=True))
+    assert labels["train/sad/t.png"] == CLASSES.index("sad")
+    assert labels["train/fear/v.png"] == CLASSES.index("fear")
+
+
+# --- images that decode with a warning from the decoder ----------------------------------------
+
+def test_corrupt_but_decodable_jpeg_is_loaded_with_a_named_warning(tmp_path, capfd):
+    images, labels = make_faces(1)
+    entries = kaggle_entries(images, labels, ["train"] * len(labels))
+    entries["train/happy/odd.jpg"] = jpeg_with_extraneous_bytes(images[3])
+    path = write_zip(tmp_path / "odd.zip", entries)
+    ds = load_dataset(path)
+    assert len(ds) == 8 and ds.skipped == []
+    assert [w.entry for w in ds.warnings] == ["train/happy/odd.jpg"]
+    assert re.search(r"Corrupt JPEG data: \d+ extraneous bytes before marker 0xd9",
+                     ds.warnings[0].message)
+    assert capfd.readouterr().err == ""  # said once, with the entry, not anonymously on stderr
+    again = load_dataset(path)  # from the cache
+    assert again.warnings == ds.warnings
+
+
+def test_decoder_warnings_are_attributed_exactly_when_decoding_in_threads(tmp_path, monkeypatch,
+                                                                          capfd):
+    monkeypatch.setenv("FERKIT_DECODE_WORKERS", "2")
+    images, labels = make_faces(80)  # 560 images: more than one decode chunk
+    entries = kaggle_entries(images, labels, ["train"] * len(labels))
+    names = sorted(entries)
+    odd = [names[5], names[300], names[301], names[555]]
+    for name in odd:
+        entries[name] = jpeg_with_extraneous_bytes(images[0], 100)
+    ds = load_dataset(write_folder(tmp_path / "many", entries), use_cache=False)
+    assert [w.entry for w in ds.warnings] == odd
+    assert len(ds) == len(names) and ds.skipped == []
+    assert capfd.readouterr().err == ""
+
+
+def test_c_level_stderr_is_given_back_after_loading(tmp_path, capfd):
+    import cv2
+
+    images, labels = make_faces(1)
+    entries = kaggle_entries(images, labels, ["train"] * len(labels))
+    load_dataset(write_zip(tmp_path / "ok.zip", entries), use_cache=False)
+    cv2.imdecode(np.frombuffer(jpeg_with_extraneous_bytes(images[0]), np.uint8),
+                 cv2.IMREAD_GRAYSCALE)  # outside a load: libjpeg prints as it always did
+    assert "extraneous bytes" in capfd.readouterr().err
+
+
+def test_without_a_findable_c_stderr_decoder_warnings_just_print(tmp_path, monkeypatch, capfd):
+    from ferkit.data import cstderr
+
+    monkeypatch.setattr(cstderr, "_setup", lambda: None)  # e.g. Windows, or an unusual libc
+    images, labels = make_faces(1)
+    entries = kaggle_entries(images, labels, ["train"] * len(labels))
+    entries["train/happy/odd.jpg"] = jpeg_with_extraneous_bytes(images[3])
+    ds = load_dataset(write_zip(tmp_path / "odd.zip", entries), use_cache=False)
+    assert len(ds) == 8 and ds.warnings == []
+    assert "extraneous bytes" in capfd.readouterr().err  # as before: not lost, just anonymous

@@ -128,6 +128,7 @@ def test_summarize_has_every_class_for_every_present_split(tmp_path):
                                                        "happy": 2, "sad": 2, "surprise": 0,
                                                        "neutral": 0}}},
         "skipped": [],
+        "warnings": [],
     }
 
 

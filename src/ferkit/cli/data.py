@@ -11,10 +11,10 @@ from ferkit.errors import DataError
 
 SOURCE_HELP = ("fer2013.csv, a Kaggle image folder or zip (train/<class>/*.jpg, "
                "test/<class>/*.jpg), or a folder/zip of <class>/ folders.")
-SKIP_BAD_HELP = ("Leave out bad entries (corrupt images, malformed CSV rows, unknown class "
-                 "folders, non-image files) and list them, instead of stopping at the first. "
-                 "OS junk (__MACOSX/, .DS_Store, Thumbs.db, desktop.ini, ._*) is always "
-                 "ignored.")
+SKIP_BAD_HELP = ("Leave out bad entries (corrupt or oversized images, malformed CSV rows, "
+                 "unknown class folders, non-image files, duplicate or out-of-archive zip "
+                 "entries) and list them, instead of stopping at the first. OS junk (__MACOSX/, "
+                 ".DS_Store, Thumbs.db, desktop.ini, ._*) is always ignored.")
 
 data_app = typer.Typer(
     name="data",
@@ -63,17 +63,36 @@ def load_with_progress(path: str, skip_bad: bool = False, console=None):
             state["bar"].stop()
 
 
+def _entries(n: int, kind: str = "") -> str:
+    return f"{n} {kind}{' ' if kind else ''}entr{'y' if n == 1 else 'ies'}"
+
+
+def _print_entries(console, head: str, rows: list[tuple[str, str]], limit: int) -> None:
+    console.print(f"[yellow]{head}[/]", highlight=False)
+    for entry, text in rows[:limit]:
+        console.print(f"  {entry}: {text}", highlight=False, markup=False)
+    if len(rows) > limit:
+        console.print(f"  ... and {len(rows) - limit} more (--json lists all)", highlight=False)
+
+
 def report_skipped(ds, console, limit: int = 20) -> None:
-    if not ds.skipped:
-        return
-    console.print(f"[yellow]skipped {len(ds.skipped)} bad entr"
-                  f"{'y' if len(ds.skipped) == 1 else 'ies'} of {ds.source}:[/]",
-                  highlight=False)
-    for item in ds.skipped[:limit]:
-        console.print(f"  {item.entry}: {item.reason}", highlight=False, markup=False)
-    if len(ds.skipped) > limit:
-        console.print(f"  ... and {len(ds.skipped) - limit} more (--json lists all)",
-                      highlight=False)
+    """List the entries left out (--skip-bad), then those loaded despite a decoder warning."""
+    if ds.skipped:
+        _print_entries(console, f"skipped {_entries(len(ds.skipped), 'bad')} of {ds.source}:",
+                       [(s.entry, s.reason) for s in ds.skipped], limit)
+    if ds.warnings:
+        _print_entries(console, f"{_entries(len(ds.warnings))} of {ds.source} loaded with "
+                                f"warnings:", [(w.entry, w.message) for w in ds.warnings], limit)
+
+
+def _note_json_lists(ds, err) -> None:
+    """With --json, say on stderr that the report lists skipped entries and warnings."""
+    if ds.skipped:
+        err.print(f"[yellow]skipped {len(ds.skipped)} bad entries (listed under "
+                  f"\"skipped\")[/]", highlight=False)
+    if ds.warnings:
+        err.print(f"[yellow]{_entries(len(ds.warnings))} loaded with warnings (listed under "
+                  f"\"warnings\")[/]", highlight=False)
 
 
 def _print_json(obj) -> None:
@@ -111,7 +130,7 @@ def inspect_command(
                                          "samples_<split>.png (7 classes x 10 faces) here."),
     json_out: bool = typer.Option(False, "--json",
                                   help="Print {source, splits: {split: {count, per_class}}, "
-                                       "skipped} as JSON on stdout."),
+                                       "skipped, warnings} as JSON on stdout."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help=SKIP_BAD_HELP),
 ) -> None:
     from rich.console import Console
@@ -126,9 +145,7 @@ def inspect_command(
     written = write_figures(ds, out) if out is not None else []
     if json_out:
         _print_json(summary)
-        if ds.skipped:
-            err.print(f"[yellow]skipped {len(ds.skipped)} bad entries (listed under "
-                      f"\"skipped\")[/]", highlight=False)
+        _note_json_lists(ds, err)
         for p in written:
             err.print(f"wrote {p}", highlight=False, markup=False)
         return
@@ -208,9 +225,7 @@ def audit_command(
     report = audit(ds).to_dict()
     if json_out:
         _print_json(report)
-        if ds.skipped:
-            err.print(f"[yellow]skipped {len(ds.skipped)} bad entries (listed under "
-                      f"\"skipped\")[/]", highlight=False)
+        _note_json_lists(ds, err)
         return
 
     console = Console()
@@ -256,7 +271,8 @@ def audit_command(
 EXPORT_HELP = f"""Write any source as a Kaggle-format fer2013.csv.
 
 Columns emotion,pixels,Usage; train/val/test become Training/PublicTest/PrivateTest. \
-Loading the CSV back gives the same faces, labels and splits.
+Loading the CSV back gives the same faces, labels and splits. An existing OUT.csv is only \
+replaced with --force.
 
 PATH: {SOURCE_HELP}
 
@@ -265,14 +281,19 @@ Examples:
   ferkit data export-csv fer2013.zip fer2013.csv
 
   ferkit data export-csv my_faces/ my_faces.csv --skip-bad
+
+  ferkit data export-csv fer2013.zip fer2013.csv --force
 """
 
 
 @data_app.command("export-csv", help=EXPORT_HELP, no_args_is_help=True)
 def export_csv_command(
     path: str = typer.Argument(..., metavar="PATH", help=SOURCE_HELP),
-    out: Path = typer.Argument(..., metavar="OUT.csv", help="CSV file to write (replaced)."),
+    out: Path = typer.Argument(..., metavar="OUT.csv",
+                               help="CSV file to write; must not exist yet unless --force."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help=SKIP_BAD_HELP),
+    force: bool = typer.Option(False, "--force", "-f",
+                               help="Replace OUT.csv if it exists (never the source itself)."),
 ) -> None:
     from rich.console import Console
 
@@ -283,6 +304,8 @@ def export_csv_command(
         raise DataError(f"{out}: refusing to overwrite the source itself; choose another name")
     if out.is_dir():
         raise DataError(f"{out}: is a folder; give the CSV file name to write")
+    if (out.exists() or out.is_symlink()) and not force:
+        raise DataError(f"{out}: already exists; pass --force to replace it")
     err = Console(stderr=True)
     ds = load_with_progress(path, skip_bad, err)
     n = write_csv(ds, out)

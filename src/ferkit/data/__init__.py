@@ -1,8 +1,8 @@
 """Reading FER datasets (CSV, image folders, zips) into one in-memory form, and exploring them."""
 
-from ferkit.data.dataset import FACE_SIZE, SPLITS, FaceDataset, SkippedItem
+from ferkit.data.dataset import FACE_SIZE, SPLITS, FaceDataset, LoadWarning, SkippedItem
 
-__all__ = ["FACE_SIZE", "SPLITS", "FaceDataset", "SkippedItem", "load_dataset"]
+__all__ = ["FACE_SIZE", "SPLITS", "FaceDataset", "LoadWarning", "SkippedItem", "load_dataset"]
 
 
 def load_dataset(path, *, skip_bad: bool = False, use_cache: bool = True,

@@ -31,10 +31,12 @@ class AuditReport:
     duplicates: dict
     blank: dict
     skipped: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)  # loaded, but the decoder complained
 
     def to_dict(self) -> dict:
         return {"source": self.source, "images": self.images, "splits": self.splits,
-                "duplicates": self.duplicates, "blank": self.blank, "skipped": self.skipped}
+                "duplicates": self.duplicates, "blank": self.blank, "skipped": self.skipped,
+                "warnings": self.warnings}
 
 
 def image_digests(images: np.ndarray) -> np.ndarray:
@@ -140,4 +142,5 @@ def audit(ds: FaceDataset, blank_max_range: int = BLANK_MAX_RANGE) -> AuditRepor
         source=ds.source, images=n,
         splits={s: int((ds.splits == s).sum()) for s in present},
         duplicates=duplicates, blank=blank_report,
-        skipped=[{"entry": s.entry, "reason": s.reason} for s in ds.skipped])
+        skipped=[{"entry": s.entry, "reason": s.reason} for s in ds.skipped],
+        warnings=[{"entry": w.entry, "message": w.message} for w in ds.warnings])

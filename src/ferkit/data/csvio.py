@@ -55,7 +55,10 @@ def _parse_header(header: bytes, where: str) -> tuple[int, int, int | None, int]
     except UnicodeDecodeError:
         raise DataError(f"{where} line 1: header is not UTF-8 text; is this really a CSV file?") \
             from None
-    cols = [c.strip().lower() for c in next(csv.reader([text]), [])]
+    try:
+        cols = [c.strip().lower() for c in next(csv.reader([text]), [])]
+    except csv.Error as exc:
+        raise DataError(f"{where} line 1: header is not valid CSV ({exc})") from None
     missing = [c for c in ("emotion", "pixels") if c not in cols]
     if missing:
         raise DataError(
@@ -148,8 +151,12 @@ def read_csv(path: Path, where: str, *, skip_bad: bool,
             line_no = i + 2
             row = raw.rstrip(b"\r").split(b",")
             if len(row) != ncols and b'"' in raw:
-                text = raw.decode("utf-8", "replace")
-                row = [f.encode() for f in next(csv.reader([text]), [])]
+                text = raw.rstrip(b"\r").decode("utf-8", "replace")
+                try:
+                    row = [f.encode() for f in next(csv.reader([text]), [])]
+                except csv.Error as exc:  # e.g. a stray carriage return inside a field
+                    chunk_problems[line_no] = f"malformed CSV row ({exc})"
+                    continue
             if len(row) != ncols:
                 chunk_problems[line_no] = f"expected {ncols} columns, got {len(row)}"
                 continue

@@ -20,6 +20,15 @@ class SkippedItem:
     reason: str
 
 
+@dataclass(frozen=True)
+class LoadWarning:
+    """An entry that was loaded, but whose decoder complained (e.g. libjpeg's "Corrupt JPEG
+    data: 12 extraneous bytes before marker 0xd9"): worth a look, not worth dropping."""
+
+    entry: str
+    message: str
+
+
 @dataclass
 class FaceDataset:
     """Faces as uint8 (N, 48, 48), labels 0..6 in CLASSES order, a split name per face.
@@ -34,6 +43,7 @@ class FaceDataset:
     names: np.ndarray
     source: str = ""
     skipped: list[SkippedItem] = field(default_factory=list)
+    warnings: list[LoadWarning] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.images)

@@ -11,7 +11,12 @@ Sources:
 Images of any size or mode become 48x48 grayscale (see ferkit.data.images). Bad entries raise
 DataError naming the file and line/entry; with skip_bad=True they are left out and listed in
 ``dataset.skipped``. Only OS junk (``__MACOSX/``, ``.DS_Store``, ``Thumbs.db``,
-``desktop.ini``, ``._*``) is ignored silently.
+``desktop.ini``, ``._*``) is ignored silently. Images that decode but make the decoder warn
+(e.g. libjpeg's "Corrupt JPEG data: ... extraneous bytes") are loaded and listed in
+``dataset.warnings`` with their entry; the warning does not reach stderr on its own.
+
+The cache is keyed on the source's content (see ferkit.data.cache), so an edit that keeps the
+size and mtime is still seen.
 """
 
 from __future__ import annotations
@@ -62,20 +67,30 @@ def load_dataset(path, *, skip_bad: bool = False, use_cache: bool = True,
     kind = source_kind(p, where)
     t0 = time.perf_counter()
 
-    folder = None
-    if kind == "folder":
+    def open_folder():
         from ferkit.data.imagefolders import FolderSource
 
-        folder = FolderSource(p, where)
+        return FolderSource(p, where)
+
+    def fingerprint(folder) -> str:
+        try:
+            if folder is not None:
+                return cache.folder_fingerprint(p, folder.listing)
+            return cache.file_fingerprint(p)
+        except OSError as exc:
+            raise DataError(f"{where}: cannot read ({exc.strerror or exc})") from None
+
+    folder = open_folder() if kind == "folder" else None
     key = None
     if use_cache:
-        fingerprint = cache.listing_fingerprint(folder.listing) if folder is not None else None
-        key = cache.CacheKey(p, kind, skip_bad, fingerprint)
+        before = _stat_signature(p)
+        key = cache.CacheKey(p, kind, skip_bad, fingerprint(folder))
         ds = cache.load(key, where)
         if ds is not None:
             log.debug("%s: %d faces from cache in %.2fs", where, len(ds), time.perf_counter() - t0)
             return ds
 
+    warnings = []
     if kind == "csv":
         from ferkit.data.csvio import read_csv
 
@@ -86,13 +101,30 @@ def load_dataset(path, *, skip_bad: bool = False, use_cache: bool = True,
 
         source = folder if folder is not None else ZipSource(p, where)
         try:
-            parts = read_images(source, skip_bad=skip_bad, progress=progress)
+            *parts, warnings = read_images(source, skip_bad=skip_bad, progress=progress)
         finally:
             source.close()
     images, labels, splits, names, skipped = parts
-    ds = FaceDataset(images, labels, splits.astype(str), names.astype(str), where, skipped)
-    log.debug("%s: decoded %d faces in %.2fs (%d skipped)", where, len(ds),
-              time.perf_counter() - t0, len(skipped))
+    ds = FaceDataset(images, labels, splits.astype(str), names.astype(str), where, skipped,
+                     warnings)
+    log.debug("%s: decoded %d faces in %.2fs (%d skipped, %d with warnings)", where, len(ds),
+              time.perf_counter() - t0, len(skipped), len(warnings))
     if key is not None:
-        cache.store(key, ds)
+        # Written only if the source still is what was hashed: an edit during the decode must
+        # not be cached under the old content's key. Any write to a file moves its ctime, which
+        # nobody can set back, so comparing stat() (of each file, for a folder) is enough and
+        # saves hashing everything twice.
+        if kind == "folder":
+            unchanged = open_folder().signature() == folder.signature()
+        else:
+            unchanged = _stat_signature(p) == before
+        if unchanged:
+            cache.store(key, ds)
+        else:
+            log.info("%s changed while it was read; not caching this load", where)
     return ds
+
+
+def _stat_signature(path: Path) -> tuple[int, ...]:
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns

@@ -11,14 +11,16 @@ from ferkit.data.dataset import FACE_SIZE, FaceDataset
 
 
 def summarize(ds: FaceDataset) -> dict:
-    """{"source", "splits": {split: {"count", "per_class": {all 7 classes}}}, "skipped"}."""
+    """{"source", "splits": {split: {"count", "per_class": {all 7 classes}}}, "skipped",
+    "warnings"}: skipped entries were left out, entries with warnings were loaded."""
     splits = {}
     for s in ds.split_names:
         counts = np.bincount(ds.labels[ds.splits == s], minlength=NUM_CLASSES)
         splits[s] = {"count": int(counts.sum()),
                      "per_class": {c: int(v) for c, v in zip(CLASSES, counts, strict=True)}}
     return {"source": ds.source, "splits": splits,
-            "skipped": [{"entry": s.entry, "reason": s.reason} for s in ds.skipped]}
+            "skipped": [{"entry": s.entry, "reason": s.reason} for s in ds.skipped],
+            "warnings": [{"entry": w.entry, "message": w.message} for w in ds.warnings]}
 
 
 def _pyplot():
