@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-browser.sh  # Debian chromium for the browser test (no-op if present or not root)
 python3 -m venv .venv
-.venv/bin/pip install -q -c constraints/ci.txt torch==2.13.0 -e ".[test,serve,sweep,transfer]"
+.venv/bin/pip install -q -c constraints/ci.txt torch==2.13.0 -e ".[test,serve,sweep,transfer,onnx]"
 .venv/bin/ruff check src tests bench
 .venv/bin/python -m pytest -q

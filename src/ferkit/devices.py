@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ferkit.errors import FerkitError
@@ -23,3 +25,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "mps") and not name.startswith("cuda"):
         raise FerkitError(f"--device {name}: expected auto, cpu, cuda, cuda:N or mps")
     return torch.device(name)
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (the affinity mask / cgroup cpuset), else os.cpu_count()."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1

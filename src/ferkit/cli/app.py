@@ -45,9 +45,9 @@ def _root(
 
 
 def _register_commands() -> None:
-    from ferkit.cli import data, evaluate, models, predict, report, serve, sweep, train
+    from ferkit.cli import data, evaluate, export, models, predict, report, serve, sweep, train
 
-    for module in (data, models, train, evaluate, predict, serve, sweep, report):
+    for module in (data, models, train, evaluate, export, predict, serve, sweep, report):
         module.register(app)
 
 

@@ -171,7 +171,10 @@ def predict(
                                         help="Image files, folders or video files."),
     model: str = typer.Option("default", "--model", "-m", metavar="default|RUN_DIR|CHECKPOINT",
                               help="'default' (bundled model), a training run directory (its "
-                                   "best.pt) or a checkpoint file."),
+                                   "best.pt), a checkpoint file or a `ferkit export` .onnx "
+                                   "file."),
+    backend: str = typer.Option("auto", "--backend", metavar="auto|torch|onnxruntime",
+                                help="auto: onnxruntime for an .onnx model, else PyTorch."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object per input "
                                                         "(JSON Lines) instead of a table."),
     out: Path | None = typer.Option(None, "--out", "-o", metavar="DIR",
@@ -200,7 +203,8 @@ def predict(
     console = Console()
     err = Console(stderr=True)
     items = collect_inputs(list(inputs))
-    rec = Recognizer(model=model, device=device, min_confidence=min_confidence, tta=tta)
+    rec = Recognizer(model=model, device=device, min_confidence=min_confidence, tta=tta,
+                     backend=backend)
     classes = tuple(rec.classes)
     summary = Summary()
     table_rows: list[tuple[str, list]] = []

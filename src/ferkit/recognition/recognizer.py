@@ -26,6 +26,26 @@ from ferkit.recognition.face import Face
 from ferkit.recognition.images import LoadedImage, load_image
 
 ImageInput = str | Path | Image.Image | np.ndarray | LoadedImage
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+def load_classifier(model: str | Path, device: str = "auto", backend: str = "auto"):
+    """A Predictor (PyTorch) or an OnnxPredictor (onnxruntime) for `model`."""
+    from ferkit.errors import ConfigError, ModelError
+    from ferkit.models.onnx_predictor import OnnxPredictor, is_onnx_file
+    from ferkit.models.predictor import Predictor
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    onnx = is_onnx_file(model)
+    if backend == "onnxruntime" and not onnx:
+        raise ModelError(f"--backend onnxruntime runs an .onnx file; {model} is not one "
+                         f"(write it with: ferkit export {model} --format onnx)")
+    if backend == "torch" and onnx:
+        raise ModelError(f"{model}: an ONNX file runs with --backend onnxruntime (or auto)")
+    if onnx:
+        return OnnxPredictor.load(model)
+    return Predictor.load(model, device)
 
 
 class Recognizer:
@@ -37,18 +57,23 @@ class Recognizer:
     min_confidence: detector confidence (0..1) below which a face is ignored.
     tta: test-time augmentation for classification: "none", "flip" or "tencrop".
     detector: any object with detect(rgb) -> list[Detection]; YuNet by default.
+    backend: "auto" (onnxruntime for a .onnx file from `ferkit export`, else PyTorch), "torch"
+        or "onnxruntime".
     """
 
     def __init__(self, model=None, device: str = "auto", min_confidence: float = 0.5,
                  tta: str = "none", detector: Detector | None = None,
-                 detect_max_side: int = 1280) -> None:
+                 detect_max_side: int = 1280, backend: str = "auto") -> None:
         from ferkit.models.predictor import TTA_MODES, Predictor
 
         if tta not in TTA_MODES:
             raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
         if model is None:
             model = "default"
-        self.predictor = model if isinstance(model, Predictor) else Predictor.load(model, device)
+        if isinstance(model, Predictor) or hasattr(model, "predict_proba"):
+            self.predictor = model
+        else:
+            self.predictor = load_classifier(model, device, backend)
         self.tta = tta
         self.detector = detector or YuNetDetector(min_confidence, max_side=detect_max_side)
         self.min_confidence = float(min_confidence)

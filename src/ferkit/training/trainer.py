@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ferkit.classes import CLASSES, NUM_CLASSES
 from ferkit.data.dataset import FaceDataset
-from ferkit.devices import resolve_device
+from ferkit.devices import cpu_count, resolve_device
 from ferkit.errors import DataError, ModelError
 from ferkit.models.checkpoint import load_checkpoint, save_checkpoint
 from ferkit.models.registry import create_model, get_entry
@@ -354,20 +353,12 @@ def _prepare_run(config: TrainConfig) -> tuple[TrainConfig, Path, dict | None]:
 def _setup_device(config: TrainConfig) -> torch.device:
     device = resolve_device(config.device)
     if device.type == "cpu" or config.threads:
-        torch.set_num_threads(config.threads or _cpu_count())
+        torch.set_num_threads(config.threads or cpu_count())
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return device
-
-
-def _cpu_count() -> int:
-    """Cores this process may run on (the affinity mask / cgroup cpuset), else os.cpu_count()."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def _seed_everything(seed: int) -> None:

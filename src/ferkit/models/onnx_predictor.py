@@ -1,0 +1,74 @@
+"""OnnxPredictor: a `ferkit export` ONNX file run with onnxruntime, in place of Predictor.
+
+It has Predictor's interface (classes, arch, meta, device, predict_proba with the same TTA
+modes), so Recognizer, `ferkit predict` and `ferkit serve` take either. The normalisation is
+inside the graph; class names and provenance come from the file's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ferkit.devices import cpu_count
+from ferkit.errors import ModelError
+from ferkit.models.export import INPUT, META_PREFIX
+from ferkit.models.predictor import TTA_MODES, tta_views
+
+
+def is_onnx_file(spec: str | Path) -> bool:
+    return str(spec).lower().endswith(".onnx")
+
+
+@dataclass
+class OnnxPredictor:
+    session: Any  # onnxruntime.InferenceSession
+    classes: tuple[str, ...]
+    arch: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int = 0) -> OnnxPredictor:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ModelError("the onnxruntime backend needs the onnx extra: "
+                             "pip install 'ferkit[onnx]'") from exc
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"{path}: no such ONNX file (write one with ferkit export)")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or cpu_count()
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"{path}: not a loadable ONNX model ({exc})") from exc
+        props = session.get_modelmeta().custom_metadata_map
+        if META_PREFIX + "classes" not in props:
+            raise ModelError(f"{path}: not a ferkit export (no {META_PREFIX}classes metadata); "
+                             "write it with ferkit export")
+        meta = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
+        metrics = json.loads(meta.get("metrics") or "{}")
+        return cls(session, tuple(json.loads(meta["classes"])), meta.get("arch", ""),
+                   {"path": str(path), "metrics": metrics, "backend": "onnxruntime",
+                    "source": meta.get("source")})
+
+    def predict_proba(self, faces: np.ndarray, tta: str = "none", batch_size: int = 256
+                      ) -> np.ndarray:
+        """(N, 48, 48) uint8 faces -> (N, n_classes) probabilities, averaged over TTA views."""
+        if tta not in TTA_MODES:
+            raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+        out = np.zeros((len(faces), len(self.classes)), dtype=np.float32)
+        for start in range(0, len(faces), batch_size):
+            x = torch.from_numpy(np.asarray(faces[start:start + batch_size], np.float32))
+            views = tta_views(x.unsqueeze(1), tta)
+            probs = sum(self.session.run(None, {INPUT: v.contiguous().numpy()})[0]
+                        for v in views) / len(views)
+            out[start:start + len(x)] = probs
+        return out

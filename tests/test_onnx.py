@@ -1,0 +1,88 @@
+"""ONNX export and the onnxruntime backend: the same probabilities as PyTorch, any batch size,
+every TTA mode, the bundled model included; clear errors for files that are not ferkit exports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cli_support import run_ferkit
+from recognition_support import make_checkpoint
+
+from ferkit.errors import ModelError
+from ferkit.models.export import export_onnx
+from ferkit.models.onnx_predictor import OnnxPredictor
+from ferkit.models.predictor import Predictor
+from ferkit.recognition.recognizer import Recognizer, load_classifier
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx")
+    ckpt = make_checkpoint(folder / "tiny.pt")
+    return ckpt, export_onnx(ckpt, folder / "tiny.onnx").path
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return np.random.default_rng(1).integers(0, 256, (300, 48, 48), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("tta", ["none", "flip", "tencrop"])
+def test_onnxruntime_matches_pytorch(tiny, faces, tta):
+    ckpt, onnx_file = tiny
+    reference = Predictor.load(ckpt, device="cpu").predict_proba(faces, tta=tta)
+    exported = OnnxPredictor.load(onnx_file)
+    assert exported.classes == Predictor.load(ckpt, device="cpu").classes
+    for batch in (1, 7, 256):
+        got = exported.predict_proba(faces, tta=tta, batch_size=batch)
+        assert np.abs(got - reference).max() < TOLERANCE, (tta, batch)
+
+
+def test_the_bundled_model_exports_faithfully(tmp_path, monkeypatch, capsys, faces):
+    code, out, err = run_ferkit(monkeypatch, capsys, "export", "default", "--out",
+                                tmp_path / "default.onnx")
+    assert code == 0, err
+    assert "checked: onnxruntime matches PyTorch" in out
+    got = OnnxPredictor.load(tmp_path / "default.onnx").predict_proba(faces)
+    want = Predictor.load("default", device="cpu").predict_proba(faces)
+    assert np.abs(got - want).max() < TOLERANCE
+    meta = OnnxPredictor.load(tmp_path / "default.onnx").meta
+    assert meta["backend"] == "onnxruntime" and meta["source"].endswith("default.pt")
+
+
+def test_recognizer_runs_an_onnx_file(tiny):
+    ckpt, onnx_file = tiny
+    rec_torch, rec_onnx = Recognizer(model=ckpt, device="cpu"), Recognizer(model=onnx_file)
+    assert isinstance(rec_onnx.predictor, OnnxPredictor)
+    gray = np.random.default_rng(2).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    assert np.abs(rec_onnx.classify(gray) - rec_torch.classify(gray)).max() < TOLERANCE
+
+
+def test_backend_mismatches_are_clear_errors(tiny, tmp_path):
+    ckpt, onnx_file = tiny
+    with pytest.raises(ModelError, match="runs an .onnx file"):
+        load_classifier(ckpt, backend="onnxruntime")
+    with pytest.raises(ModelError, match="runs with --backend onnxruntime"):
+        load_classifier(onnx_file, backend="torch")
+    with pytest.raises(ModelError, match="no such ONNX file"):
+        OnnxPredictor.load(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        OnnxPredictor.load(junk)
+
+
+def test_an_onnx_file_without_ferkit_metadata_is_refused(tiny, tmp_path):
+    import onnx
+
+    _, onnx_file = tiny
+    graph = onnx.load(str(onnx_file))
+    del graph.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(graph, str(bare))
+    with pytest.raises(ModelError, match="not a ferkit export"):
+        OnnxPredictor.load(bare)
