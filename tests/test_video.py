@@ -132,3 +132,21 @@ def test_bad_video_in_cli_counts_as_failed(monkeypatch, capsys, checkpoint, clip
     assert "error" in lines[0] and "bad.mkv" in lines[0]["error"]
     assert lines[1]["frames_processed"] == 3
     assert "1 failed" in err
+
+
+def test_decoder_complaints_come_with_the_file_name(tmp_path, capfd):
+    """FFmpeg writes 'moov atom not found' to C's stderr; it must come back in our error, with
+    the file, instead of reaching the terminal on its own."""
+    from ferkit.errors import InputError
+    from ferkit.recognition.video import open_video
+
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"x" * 64)
+    with pytest.raises(InputError) as info:
+        open_video(bad)
+    message = str(info.value)
+    assert message.startswith(f"{bad}: not a video OpenCV can read")
+    stray = capfd.readouterr().err
+    assert "moov atom" not in stray
+    if "FFmpeg:" in message:
+        assert "\x1b[" not in message and "@ 0x" not in message

@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ferkit.data import cstderr
 from ferkit.errors import FerkitError, InputError
 from ferkit.recognition.draw import annotate, timeline_plot
 from ferkit.recognition.face import Face
+
+log = logging.getLogger(__name__)
 
 DEFAULT_FPS = 25.0
 
@@ -85,11 +90,24 @@ def open_video(path: Path):
         raise InputError(f"{path}: is a directory, not a video")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty (0 bytes)")
-    cap = cv2.VideoCapture(str(path))
+    with cstderr.capture() as native:
+        mark = native.size() if native is not None else 0
+        cap = cv2.VideoCapture(str(path))
+        said = decoder_message(native.since(mark)) if native is not None else ""
     if not cap.isOpened():
         cap.release()
-        raise InputError(f"{path}: not a video OpenCV can read (unknown format or codec)")
+        why = f"FFmpeg: {said}" if said else "unknown format or codec"
+        raise InputError(f"{path}: not a video OpenCV can read ({why})")
+    if said:
+        log.warning("%s: the video decoder said: %s", path, said)
     return cap
+
+
+def decoder_message(raw: bytes) -> str:
+    """FFmpeg's coloured '[mov,mp4 @ 0x55] moov atom not found' lines -> 'moov atom not found'."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", raw.decode("utf-8", "replace"))
+    lines = [re.sub(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", ln).strip() for ln in text.splitlines()]
+    return "; ".join(dict.fromkeys(ln for ln in lines if ln))
 
 
 def _fps(cap) -> float:
