@@ -37,7 +37,7 @@ def test_onnxruntime_matches_pytorch(tiny, faces, tta):
     reference = Predictor.load(ckpt, device="cpu").predict_proba(faces, tta=tta)
     exported = OnnxPredictor.load(onnx_file)
     assert exported.classes == Predictor.load(ckpt, device="cpu").classes
-    for batch in (1, 7, 256):
+    for batch in ((1, 7, 256) if tta == "none" else (7, 256)):  # batch 1: one mode is enough
         got = exported.predict_proba(faces, tta=tta, batch_size=batch)
         assert np.abs(got - reference).max() < TOLERANCE, (tta, batch)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NUM_CLASSES = len(CLASSES)
+FACE_SIZE = 48  # FER2013 faces are FACE_SIZE x FACE_SIZE grey pixels; every model's input
 
 # Folder names seen in public FER datasets (FER2013, FER+, RAF-DB, AffectNet, CK+ exports).
 SYNONYMS: dict[str, str] = {

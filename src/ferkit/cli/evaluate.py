@@ -21,7 +21,7 @@ Model classes are matched to the data's by name.
 
 Examples:
 
-  ferkit evaluate --model runs/vgg-gap --data fer2013.zip
+  ferkit evaluate --model runs/ferkit-vgg --data fer2013.zip
 
   ferkit evaluate --model best.pt --data fer2013.csv --split val --tta flip --json
 
@@ -38,7 +38,7 @@ normalisation: it loads wherever a checkpoint does (evaluate, predict, serve, ..
 
 Examples:
 
-  ferkit ensemble runs/vgg-gap runs/resnet18 --out ensemble.pt
+  ferkit ensemble runs/ferkit-vgg runs/resnet18 --out ensemble.pt
 
   ferkit ensemble a.pt b.pt c.pt --weights 2,1,1 --out ensemble.pt
 

@@ -48,7 +48,7 @@ Examples:
 
   ferkit demo
 
-  ferkit demo --out demo/ --model runs/vgg-gap
+  ferkit demo --out demo/ --model runs/ferkit-vgg
 """
 
 WEBCAM_HELP = """Live expression recognition from a camera, in a window: boxes, labels and
@@ -61,7 +61,7 @@ Examples:
 
   ferkit webcam
 
-  ferkit webcam --camera 1 --model runs/vgg-gap
+  ferkit webcam --camera 1 --model runs/ferkit-vgg
 """
 
 DEFAULT_VIDEO_OUT = Path("ferkit-out")

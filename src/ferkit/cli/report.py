@@ -14,7 +14,7 @@ else from --data.
 
 Examples:
 
-  ferkit report runs/shallow runs/vgg-gap --out report.html
+  ferkit report runs/shallow runs/ferkit-vgg --out report.html
 
   ferkit report runs/sweeps/conv-stages/trial-* --data fer2013.zip --out stages.html
 """

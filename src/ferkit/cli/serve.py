@@ -88,7 +88,7 @@ def serve(
 
       ferkit serve
 
-      ferkit serve --model runs/vgg-gap --port 8080
+      ferkit serve --model runs/ferkit-vgg --port 8080
 
       curl -F image=@photo.jpg http://127.0.0.1:8000/v1/predict
     """

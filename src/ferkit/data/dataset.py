@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ferkit.classes import CLASSES, NUM_CLASSES
+from ferkit.classes import CLASSES, FACE_SIZE, NUM_CLASSES
+
+__all__ = ["FACE_SIZE", "FaceDataset", "LoadWarning", "SkippedItem"]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-FACE_SIZE = 48
 
 
 @dataclass(frozen=True)

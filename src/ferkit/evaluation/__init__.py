@@ -1,7 +1,7 @@
 """Evaluation: metrics of a model on a dataset split, and figures of its errors.
 
     from ferkit.evaluation.evaluate import evaluate
-    report = evaluate("runs/vgg-gap", "fer2013.zip", tta="flip")  # or a Predictor, FaceDataset
+    report = evaluate("runs/ferkit-vgg", "fer2013.zip", tta="flip")  # or a Predictor, FaceDataset
     report.accuracy, report.macro_f1, report.per_class, report.confusion_matrix
     report.save("report/")  # metrics.json, predictions.csv, confusion_matrix.png, mistakes.png
 

@@ -4,7 +4,7 @@
     from ferkit.evaluation.evaluate import evaluate
     from ferkit.models.predictor import Predictor
 
-    report = evaluate(Predictor.load("runs/vgg-gap"), load_dataset("fer2013.zip"), tta="flip")
+    report = evaluate(Predictor.load("runs/ferkit-vgg"), load_dataset("fer2013.zip"), tta="flip")
     print(report.accuracy, report.macro_f1)
     report.to_dict()  # what `ferkit evaluate --json` prints
 """
@@ -23,12 +23,12 @@ import numpy as np
 from ferkit.classes import CLASSES, class_index
 from ferkit.errors import DataError, FerkitError, ModelError
 from ferkit.evaluation.metrics import classification_metrics
+from ferkit.models.predictor import TTA_MODES
 
 if TYPE_CHECKING:
     from ferkit.data.dataset import FaceDataset
     from ferkit.models.predictor import Predictor
 
-TTA_MODES = ("none", "flip", "tencrop")  # the same as ferkit.models.predictor.TTA_MODES
 
 
 @dataclass

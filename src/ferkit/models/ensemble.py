@@ -8,7 +8,7 @@ face scaled to [0, 1]) and ``arch_kwargs = {"members": [{arch, arch_kwargs, norm
 unchanged. Members may differ in architecture and normalisation, not in their class lists.
 
     from ferkit.models.ensemble import save_ensemble
-    save_ensemble(["runs/vgg-gap", "runs/resnet18"], "ensemble.pt", weights=[2, 1])
+    save_ensemble(["runs/ferkit-vgg", "runs/resnet18"], "ensemble.pt", weights=[2, 1])
 """
 
 from __future__ import annotations

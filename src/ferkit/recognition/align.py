@@ -20,9 +20,9 @@ import math
 
 import numpy as np
 
+from ferkit.classes import FACE_SIZE
 from ferkit.recognition.detector import Detection
 
-FACE_SIZE = 48
 # (x, y) in pixel-index coordinates of the 48x48 crop: right eye, left eye (the subject's), nose
 # tip, right and left mouth corners.
 FER_TEMPLATE = np.array([

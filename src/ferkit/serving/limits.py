@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ferkit.classes import FACE_SIZE
 from ferkit.data.images import to_face
 
 # Formats PIL may open for a client. Camera and web formats only: no EPS (Ghostscript), no PDF.
@@ -28,7 +29,6 @@ Image.init()
 IMAGE_FORMATS = tuple(f for f in ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
                       if f in Image.OPEN)
 ACCEPTED_PART_TYPES = ("image/", "application/octet-stream")
-FACE_SIZE = 48
 T = TypeVar("T")
 # Modes whose pixels Image.reduce() may average as they are (palette indices may not be).
 _REDUCIBLE_MODES = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr",
