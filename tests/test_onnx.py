@@ -86,3 +86,8 @@ def test_an_onnx_file_without_ferkit_metadata_is_refused(tiny, tmp_path):
     onnx.save(graph, str(bare))
     with pytest.raises(ModelError, match="not a ferkit export"):
         OnnxPredictor.load(bare)
+
+
+def test_export_help_has_examples_and_names_the_extra(monkeypatch, capsys):
+    code, out, _ = run_ferkit(monkeypatch, capsys, "export", "--help")
+    assert code == 0 and "Examples" in out and "ferkit[onnx]" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import re
 import socket
 import struct
@@ -144,6 +145,10 @@ def test_docs_page_needs_no_network(server):
     assert f"curl -F image=@photo.jpg {server.url}/v1/predict" in page
     assert "$SERVER" not in page
     assert http_request("HEAD", server.url + "/docs").status == 200
+    assert http_request("HEAD", server.url + "/healthz").status == 200  # for load balancers
+    schema = json.loads(http_request("GET", server.url + "/openapi.json").body)
+    operation_ids = [op["operationId"] for ops in schema["paths"].values() for op in ops.values()]
+    assert len(operation_ids) == len(set(operation_ids))  # FastAPI warns on duplicates
     # The client's Host header shows up in the examples only escaped.
     evil = http_request("GET", server.url + "/docs", headers={"Host": "x<b>y"})
     assert evil.status in (200, 400) and b"<b>" not in evil.body

@@ -7,11 +7,13 @@ from pathlib import Path
 import typer
 
 HELP = (
-    "Export a model to ONNX (normalisation inside, any batch size, class names in the "
-    "metadata), then check it: the onnxruntime probabilities of 256 random faces must match "
-    "PyTorch's within 1e-4. Run it with `ferkit predict --model FILE.onnx` or `ferkit serve "
-    "--model FILE.onnx`, or from any ONNX runtime: input `faces` float32 (N, 1, 48, 48) grey "
-    "levels 0..255, output `probabilities` (N, 7). Needs `pip install 'ferkit[onnx]'`.\n\n"
+    "Export a model to ONNX and check it against PyTorch.\n\n"
+    "The file holds the whole classifier (normalisation inside, any batch size, class names in "
+    "the metadata); the onnxruntime probabilities of 256 random faces must match PyTorch's "
+    "within 1e-4. Run it with `ferkit predict --model FILE.onnx` or `ferkit serve --model "
+    "FILE.onnx`, or from any ONNX runtime: input `faces` float32 (N, 1, 48, 48) grey levels "
+    "0..255, output `probabilities` (N, 7). Needs the onnx extra "
+    "(pip install 'ferkit\\[onnx]').\n\n"
     "Examples:\n\n"
     "  ferkit export default --out ferkit-small.onnx\n\n"
     "  ferkit export runs/20261201-120000-ferkit-small --format onnx --out model.onnx"

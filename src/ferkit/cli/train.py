@@ -339,7 +339,8 @@ def _print_header(console, info) -> None:
     console.print(f"  data: {info.n_train:,} training faces, {info.n_val:,} val faces "
                   f"({info.val_source})")
     batch = min(c.batch_size, info.n_train)
-    console.print(f"  {c.epochs} epochs x {info.steps_per_epoch} steps of {batch}; "
+    console.print(f"  {c.epochs} epoch{'s' if c.epochs != 1 else ''} x "
+                  f"{info.steps_per_epoch} steps of {batch}; "
                   f"{c.optimizer} lr {c.lr:g} {c.schedule}")
     console.print(f"  augment {c.augment}; balance {c.balance}"
                   + (f"; ema {c.ema}" if c.ema else ""))
