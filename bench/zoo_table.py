@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,8 +28,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import torch
+from train_throughput import describe_device, synthetic_dataset  # bench/ is on sys.path
 
 # The zoo entries that stand for a seed project, with the seed's own figure (its protocol in
 # the text), and ferkit's own models.
@@ -49,25 +48,6 @@ ENTRIES: list[tuple[str, dict, str]] = [
     ("ferkit-vgg", {"width": 32}, "-"),
 ]
 TINY_ENTRIES = ("shallow-cnn", "ferkit-small")
-
-
-def tiny_dataset(n: int = 448, seed: int = 0):
-    """Synthetic faces whose brightness depends on the class: learnable in an epoch."""
-    from ferkit.data.dataset import FaceDataset
-
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 7, n)
-    images = np.clip(rng.normal(60 + 25 * labels[:, None, None], 30, (n, 48, 48)), 0, 255)
-    splits = np.where(np.arange(n) % 7 == 0, "val", "train")
-    return FaceDataset(images.astype(np.uint8), labels, splits, np.arange(n).astype(str), "tiny")
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    from ferkit.devices import cpu_count
-
-    return f"{platform.processor() or platform.machine()}, {cpu_count()} cores"
 
 
 def probe_seconds_per_epoch(name: str, kwargs: dict, dataset, args, tmp: Path) -> float:
@@ -147,10 +127,10 @@ def main() -> None:
         entries = [e for e in entries if e[0] in wanted]
     if args.tiny:
         args.epochs, args.seeds, args.batch_size = 1, 1, 64
-    dataset = tiny_dataset() if args.tiny else load_dataset(args.data)
+    dataset = synthetic_dataset(448) if args.tiny else load_dataset(args.data)
     out = Path(args.out)
     table = json.loads(out.read_text()) if out.exists() else {"entries": {}}
-    table.update(device=device_name(device), device_type=device.type, torch=torch.__version__,
+    table.update(device=describe_device(device), device_type=device.type, torch=torch.__version__,
                  recipe=f"ferkit train defaults, batch {args.batch_size}, ema 0.999, amp auto; "
                         f"{args.epochs} epochs or {args.minutes:g} min per run",
                  data="synthetic (--tiny)" if args.tiny else Path(args.data).name)
