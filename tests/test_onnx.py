@@ -3,6 +3,8 @@ every TTA mode, the bundled model included; clear errors for files that are not 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from cli_support import run_ferkit
@@ -91,3 +93,36 @@ def test_an_onnx_file_without_ferkit_metadata_is_refused(tiny, tmp_path):
 def test_export_help_has_examples_and_names_the_extra(monkeypatch, capsys):
     code, out, _ = run_ferkit(monkeypatch, capsys, "export", "--help")
     assert code == 0 and "Examples" in out and "ferkit[onnx]" in out
+
+
+def test_int8_export_keeps_the_metadata_and_the_answers(tiny, tmp_path, faces):
+    from ferkit.models.export import quantize_int8
+
+    _, onnx_file = tiny
+    out = quantize_int8(onnx_file, tmp_path / "int8.onnx", faces)
+    fp32, int8 = OnnxPredictor.load(onnx_file), OnnxPredictor.load(out)
+    assert int8.classes == fp32.classes and int8.arch == fp32.arch
+    assert out.stat().st_size < onnx_file.stat().st_size / 2  # int8 weights
+    p32, p8 = fp32.predict_proba(faces), int8.predict_proba(faces)
+    assert np.abs(p8 - p32).max() < 0.05
+    assert (p8.argmax(1) == p32.argmax(1)).mean() > 0.9
+
+
+def test_int8_needs_calibration_data(monkeypatch, capsys):
+    code, _, err = run_ferkit(monkeypatch, capsys, "export", "default", "--int8")
+    assert code == 2 and "--calibration-data" in err
+
+
+FER2013 = Path(__file__).resolve().parents[1].parent / "shared/datasets/fer2013.zip"
+
+
+@pytest.mark.skipif(not FER2013.is_file(), reason=f"FER2013 zip not found at {FER2013}")
+def test_int8_bundled_model_loses_at_most_0_3_points_on_publictest(tmp_path, monkeypatch,
+                                                                    capsys):
+    code, out, err = run_ferkit(monkeypatch, capsys, "export", "default", "--int8",
+                                "--calibration-data", FER2013, "--out", tmp_path / "q.onnx")
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if ln.startswith("val accuracy (3,589 faces)"))
+    fp32, int8 = (float(part.split()[-1].rstrip("%,")) for part in
+                  (line.split(", int8")[0], line.split(", int8")[1].split(" (")[0]))
+    assert int8 >= fp32 - 0.3, line
