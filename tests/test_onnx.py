@@ -126,3 +126,18 @@ def test_int8_bundled_model_loses_at_most_0_3_points_on_publictest(tmp_path, mon
     fp32, int8 = (float(part.split()[-1].rstrip("%,")) for part in
                   (line.split(", int8")[0], line.split(", int8")[1].split(" (")[0]))
     assert int8 >= fp32 - 0.3, line
+
+
+def test_the_server_engine_runs_an_onnx_file(tiny, faces):
+    from ferkit.serving.engine import Engine
+
+    ckpt, onnx_file = tiny
+    engine = Engine(onnx_file, batching=False)
+    try:
+        info = engine.info()
+        assert info["arch"] == "shallow-cnn" and info["name"] == "tiny.onnx"
+        got = engine.classify(faces[:8])
+        want = Predictor.load(ckpt, device="cpu").predict_proba(faces[:8])
+        assert np.abs(got - want).max() < TOLERANCE
+    finally:
+        engine.close()
