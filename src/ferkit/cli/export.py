@@ -74,10 +74,8 @@ def _export_int8(model: str, out: Path, opset: int, calibration_data: str) -> No
     """fp32 export to a temp file, int8 quantisation into `out`, accuracies side by side."""
     import tempfile
 
-    import numpy as np
-
-    from ferkit.classes import CLASSES
     from ferkit.data import load_dataset
+    from ferkit.evaluation.evaluate import evaluate
     from ferkit.models.export import CALIBRATION_FACES, export_onnx, quantize_int8
     from ferkit.models.onnx_predictor import OnnxPredictor
 
@@ -93,13 +91,7 @@ def _export_int8(model: str, out: Path, opset: int, calibration_data: str) -> No
         if not is_val.any():
             typer.echo("no val split in the calibration data: accuracy not checked")
             return
-        faces, labels = dataset.images[is_val], dataset.labels[is_val]
-        accuracies = {}
-        for name, path in (("fp32", fp32.path), ("int8", out)):
-            predictor = OnnxPredictor.load(path)
-            # dataset labels index CLASSES; the model's own class order may differ
-            model_index = np.array([predictor.classes.index(c) for c in CLASSES])
-            predicted = predictor.predict_proba(faces).argmax(1)
-            accuracies[name] = float((predicted == model_index[labels]).mean())
-    typer.echo(f"val accuracy ({len(faces):,} faces): fp32 {accuracies['fp32']:.2%}, int8 "
+        accuracies = {name: evaluate(OnnxPredictor.load(path), dataset, split="val").accuracy
+                      for name, path in (("fp32", fp32.path), ("int8", out))}
+    typer.echo(f"val accuracy ({int(is_val.sum()):,} faces): fp32 {accuracies['fp32']:.2%}, int8 "
                f"{accuracies['int8']:.2%} ({accuracies['int8'] - accuracies['fp32']:+.2%})")
