@@ -1,6 +1,7 @@
 """Reading FER datasets (CSV, image folders, zips) into one in-memory form, and exploring them."""
 
-from ferkit.data.dataset import FACE_SIZE, SPLITS, FaceDataset, LoadWarning, SkippedItem
+from ferkit.classes import FACE_SIZE
+from ferkit.data.dataset import SPLITS, FaceDataset, LoadWarning, SkippedItem
 
 __all__ = ["FACE_SIZE", "SPLITS", "FaceDataset", "LoadWarning", "SkippedItem", "load_dataset"]
 

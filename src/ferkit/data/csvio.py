@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.classes import NUM_CLASSES, class_index
-from ferkit.data.dataset import FACE_SIZE, SPLITS, FaceDataset, SkippedItem
+from ferkit.classes import FACE_SIZE, NUM_CLASSES, class_index
+from ferkit.data.dataset import SPLITS, FaceDataset, SkippedItem
 from ferkit.errors import DataError
 
 NPIX = FACE_SIZE * FACE_SIZE

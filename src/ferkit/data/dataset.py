@@ -8,8 +8,6 @@ import numpy as np
 
 from ferkit.classes import CLASSES, FACE_SIZE, NUM_CLASSES
 
-__all__ = ["FACE_SIZE", "FaceDataset", "LoadWarning", "SkippedItem"]
-
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 

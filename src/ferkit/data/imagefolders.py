@@ -38,9 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.classes import CLASSES, class_index
+from ferkit.classes import CLASSES, FACE_SIZE, class_index
 from ferkit.data import cstderr
-from ferkit.data.dataset import FACE_SIZE, LoadWarning, SkippedItem
+from ferkit.data.dataset import LoadWarning, SkippedItem
 from ferkit.data.images import (
     MAX_IMAGE_FILE_BYTES,
     ImageDecodeError,

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ferkit.data.dataset import FACE_SIZE
+from ferkit.classes import FACE_SIZE
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",

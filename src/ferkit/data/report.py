@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.classes import CLASSES, NUM_CLASSES
-from ferkit.data.dataset import FACE_SIZE, FaceDataset
+from ferkit.classes import CLASSES, FACE_SIZE, NUM_CLASSES
+from ferkit.data.dataset import FaceDataset
 
 
 def summarize(ds: FaceDataset) -> dict:

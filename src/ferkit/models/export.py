@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ferkit import __version__
-from ferkit.data.dataset import FACE_SIZE
+from ferkit.classes import FACE_SIZE
 from ferkit.errors import ModelError
 from ferkit.models.checkpoint import build_model, load_checkpoint
 

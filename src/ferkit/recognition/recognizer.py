@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ferkit.classes import FACE_SIZE
 from ferkit.data.images import to_face
-from ferkit.recognition.align import FACE_SIZE, align_face, quality_flags, to_gray
+from ferkit.recognition.align import align_face, quality_flags, to_gray
 from ferkit.recognition.detector import Detection, Detector, YuNetDetector
 from ferkit.recognition.face import Face
 from ferkit.recognition.images import LoadedImage, load_image

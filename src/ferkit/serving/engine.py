@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from ferkit.classes import FACE_SIZE
 from ferkit.serving.batching import MicroBatcher
-from ferkit.serving.limits import FACE_SIZE, DecodedImage
+from ferkit.serving.limits import DecodedImage
 
 log = logging.getLogger("ferkit.serve")
 
