@@ -150,3 +150,51 @@ def test_decoder_complaints_come_with_the_file_name(tmp_path, capfd):
     assert "moov atom" not in stray
     if "FFmpeg:" in message:
         assert "\x1b[" not in message and "@ 0x" not in message
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_batched_frames_give_the_faces_of_one_frame_at_a_time(checkpoint, clip, tmp_path,
+                                                              every):
+    """Frames are classified FRAMES_PER_BATCH at a time (12 frames = two batches)."""
+    from ferkit.recognition import video
+
+    assert N_FRAMES > video.FRAMES_PER_BATCH
+    rec = Recognizer(model=str(checkpoint))
+    result = process_video(rec, clip, tmp_path, every=every)
+    cap = cv2.VideoCapture(str(clip))
+    expected = []
+    for index in range(N_FRAMES):
+        ok, frame = cap.read()
+        assert ok
+        if index % every == 0:
+            faces = rec.predict(frame[:, :, ::-1].copy())
+            expected.append((index, [(f.box, f.expression, round(f.score, 5)) for f in faces]))
+    cap.release()
+    got = [(fr.index, [(f.box, f.expression, round(f.score, 5)) for f in fr.faces])
+           for fr in result.frames]
+    assert got == expected and result.frames_read == N_FRAMES
+    assert _frames_in(result.outputs["video"])[0] == N_FRAMES
+
+
+def test_a_decoder_failure_mid_video_is_raised_not_a_short_video(checkpoint, clip, tmp_path,
+                                                                 monkeypatch):
+    from ferkit.recognition import video
+
+    real = video.open_video
+
+    class Failing:
+        def __init__(self, cap):
+            self.cap, self.n = cap, 0
+
+        def read(self):
+            self.n += 1
+            if self.n == 5:
+                raise RuntimeError("decoder crashed")
+            return self.cap.read()
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+    monkeypatch.setattr(video, "open_video", lambda p: Failing(real(p)))
+    with pytest.raises(RuntimeError, match="decoder crashed"):
+        process_video(Recognizer(model=str(checkpoint)), clip, tmp_path)

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 
 import typer
@@ -81,6 +82,18 @@ class Summary:
     failed: int = 0
     faces: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _rate_column():
+    """A Rich progress column showing items per second (Rich's own speed column is bytes/s)."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:.1f}/s" if task.speed else "", style="progress.data.speed")
+
+    return RateColumn()
 
 
 def collect_inputs(paths: list[Path]) -> list[InputItem]:
@@ -190,12 +203,15 @@ def predict(
                             help="Test-time augmentation for the classifier."),
     progress: bool = typer.Option(True, "--progress/--no-progress",
                                   help="Progress bars on stderr."),
+    workers: int = typer.Option(0, "--workers", min=0, metavar="N",
+                                help="Threads that read and detect images while the "
+                                     "classifier runs (0 = one per core, at least 2)."),
 ) -> None:
     from rich.console import Console
 
     from ferkit.models.predictor import TTA_MODES
     from ferkit.recognition.draw import annotate, save_image
-    from ferkit.recognition.images import read_image
+    from ferkit.recognition.pipeline import recognize_images
     from ferkit.recognition.recognizer import Recognizer
 
     if tta not in TTA_MODES:
@@ -231,42 +247,53 @@ def predict(
     )
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(), console=err, transient=True, disable=not show_progress)
+                   _rate_column(), TimeRemainingColumn(), console=err, transient=True,
+                   disable=not show_progress)
+    image_seconds = 0.0  # wall time spent on runs of images (videos report their own fps)
+
+    def record_image(item: InputItem, result) -> None:
+        if result.error:
+            fail(item, result.error)
+            return
+        faces = result.faces
+        summary.processed += 1
+        summary.faces += len(faces)
+        record: dict = {"input": str(item.path), "faces": [f.to_dict() for f in faces]}
+        if out is not None:
+            target = _output_path(out, item, used, ".annotated")
+            save_image(annotate(result.loaded.array, faces, 1.0 / result.loaded.scale), target)
+            record["annotated"] = str(target)
+            csv_rows.extend(_csv_rows(str(item.path), faces, classes))
+        if json_out:
+            _print_json(record)
+        else:
+            table_rows.append((str(item.path), faces))
+
     with bar:
         image_task = bar.add_task("images", total=n_images) if n_images > 1 else None
-        for item in items:
-            if item.kind == "error":
-                fail(item, item.error)
-                continue
-            if item.kind == "video":
-                try:
-                    faces_found = _run_video(rec, item, out, every, bar, json_out, video_notes)
-                except FerkitError as exc:
-                    fail(item, str(exc))
-                    continue
-                summary.processed += 1
-                summary.faces += faces_found
-                continue
-            try:
-                loaded = read_image(item.path)
-                faces = rec.predict(loaded)
-            except FerkitError as exc:
-                fail(item, str(exc))
-            else:
-                summary.processed += 1
-                summary.faces += len(faces)
-                record: dict = {"input": str(item.path), "faces": [f.to_dict() for f in faces]}
-                if out is not None:
-                    target = _output_path(out, item, used, ".annotated")
-                    save_image(annotate(loaded.array, faces, 1.0 / loaded.scale), target)
-                    record["annotated"] = str(target)
-                    csv_rows.extend(_csv_rows(str(item.path), faces, classes))
-                if json_out:
-                    _print_json(record)
-                else:
-                    table_rows.append((str(item.path), faces))
-            if image_task is not None:
-                bar.advance(image_task)
+        for kind, group in groupby(items, key=lambda it: it.kind):
+            group = list(group)
+            if kind == "error":
+                for item in group:
+                    fail(item, item.error)
+            elif kind == "video":
+                for item in group:
+                    try:
+                        faces_found = _run_video(rec, item, out, every, bar, json_out,
+                                                 video_notes)
+                    except FerkitError as exc:
+                        fail(item, str(exc))
+                        continue
+                    summary.processed += 1
+                    summary.faces += faces_found
+            else:  # a run of images: read and detected in threads, classified in batches
+                started = time.perf_counter()
+                results = recognize_images(rec, [it.path for it in group], workers=workers)
+                for item, result in zip(group, results, strict=True):
+                    record_image(item, result)
+                    if image_task is not None:
+                        bar.advance(image_task)
+                image_seconds += time.perf_counter() - started
 
     if out is not None and n_images:
         csv_path = out / "results.csv"
@@ -280,8 +307,10 @@ def predict(
         console.print(note, highlight=False)
     report = err if json_out else console
     total = summary.processed + summary.failed
+    speed = (f"; images in {image_seconds:.1f} s ({n_images / image_seconds:.1f}/s)"
+             if n_images > 1 and image_seconds > 0 else "")
     report.print(f"{total} input(s): {summary.processed} processed, {summary.failed} failed, "
-                 f"{summary.faces} face(s) found"
+                 f"{summary.faces} face(s) found{speed}"
                  + (f"; outputs in {out}" if out is not None and summary.processed else ""))
     if summary.failures:
         report.print("[red]failed:[/red]")

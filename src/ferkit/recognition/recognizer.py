@@ -14,6 +14,7 @@ classify all faces of the image in one batch with ferkit.models.predictor.Predic
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,15 @@ from ferkit.recognition.face import Face
 from ferkit.recognition.images import LoadedImage, load_image
 
 ImageInput = str | Path | Image.Image | np.ndarray | LoadedImage
+
+
+@dataclass
+class Prepared:
+    """An image after detection and alignment, before classification."""
+
+    loaded: LoadedImage
+    detections: list[Detection]  # in pixels of loaded.array, left to right
+    crops: np.ndarray  # (N, 48, 48) uint8 aligned faces
 BACKENDS = ("auto", "torch", "onnxruntime")
 
 
@@ -143,21 +153,19 @@ class Recognizer:
         return found, crops
 
     # -- the whole pipeline ---------------------------------------------------------------
-    def predict(self, image: ImageInput) -> list[Face]:
-        """Detect, align and classify every face; a list of Face sorted left to right.
-
-        image: a path, a PIL image, an (H, W, 3) uint8 RGB array or an (H, W) gray array.
-        Boxes and landmarks are in pixels of the original image (after EXIF rotation).
-        Small or blurry faces are kept and carry "small" / "blurry" in Face.flags.
-        """
+    def prepare(self, image: ImageInput) -> Prepared:
+        """Read, detect and align (no classification): the part that runs in worker threads
+        when many images go through `ferkit.recognition.pipeline`."""
         loaded = load_image(image)
         found, crops = self._detect_and_align(loaded)
-        if not found:
-            return []
-        probs = self.classify(crops)
-        s = loaded.scale
+        return Prepared(loaded, found, crops)
+
+    def faces(self, prepared: Prepared, probs: np.ndarray) -> list[Face]:
+        """Face records for a prepared image from its crops' (N, 7) probabilities; boxes and
+        landmarks in pixels of the original image."""
+        s = prepared.loaded.scale
         faces = []
-        for det, crop, p in zip(found, crops, probs, strict=True):
+        for det, crop, p in zip(prepared.detections, prepared.crops, probs, strict=True):
             best = int(np.argmax(p))
             x, y, w, h = (v * s for v in det.box)
             faces.append(Face(
@@ -171,6 +179,27 @@ class Recognizer:
                 crop=crop,
             ))
         return faces
+
+    def predict_prepared(self, prepared: list[Prepared]) -> list[list[Face]]:
+        """Classify the faces of several prepared images in one batch (one forward pass)."""
+        crops = [p.crops for p in prepared if len(p.crops)]
+        if not crops:
+            return [[] for _ in prepared]
+        probs = self.classify(np.concatenate(crops))
+        out, start = [], 0
+        for p in prepared:
+            out.append(self.faces(p, probs[start:start + len(p.crops)]))
+            start += len(p.crops)
+        return out
+
+    def predict(self, image: ImageInput) -> list[Face]:
+        """Detect, align and classify every face; a list of Face sorted left to right.
+
+        image: a path, a PIL image, an (H, W, 3) uint8 RGB array or an (H, W) gray array.
+        Boxes and landmarks are in pixels of the original image (after EXIF rotation).
+        Small or blurry faces are kept and carry "small" / "blurry" in Face.flags.
+        """
+        return self.predict_prepared([self.prepare(image)])[0]
 
     def __call__(self, image: ImageInput) -> list[Face]:
         return self.predict(image)

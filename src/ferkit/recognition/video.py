@@ -16,7 +16,9 @@ import csv
 import json
 import logging
 import math
+import queue
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,9 @@ from ferkit.recognition.face import Face
 log = logging.getLogger(__name__)
 
 DEFAULT_FPS = 25.0
+# Frames classified together: their faces go through the classifier in one batch. Small enough
+# that the annotated video lags the decoder by a fraction of a second.
+FRAMES_PER_BATCH = 8
 
 
 @dataclass
@@ -147,25 +152,26 @@ def process_video(recognizer, path: str | Path, out_dir: str | Path, every: int 
         if not writer.isOpened():
             raise FerkitError(f"{video_out}: OpenCV cannot write an mp4v video here")
         result = VideoResult(str(path), fps, width, height, 0, every)
-        last: list[Face] = []
-        index = 0
-        try:
-            while ok and frame is not None and (max_frames is None or index < max_frames):
-                if frame.shape[:2] != (height, width):  # streams that change size mid-way
-                    frame = cv2.resize(frame, (width, height))
-                rgb = np.ascontiguousarray(frame[:, :, ::-1])
-                if index % every == 0:
-                    last = recognizer.predict(rgb)
-                    for face in last:
-                        face.crop = None  # keep memory flat on long videos
-                    result.frames.append(FrameResult(index, index / fps, last))
-                writer.write(np.ascontiguousarray(annotate(rgb, last)[:, :, ::-1]))
-                index += 1
-                if on_frame is not None:
-                    on_frame(index, total)
-                ok, frame = cap.read()
-        finally:
-            writer.release()
+        limit = max_frames if max_frames is not None else -1
+        reader = _FrameReader(cap, frame, (width, height), limit)
+        with _FrameWriter(writer) as out, reader as frames:
+            last: list[Face] = []
+            index = 0
+            for chunk in frames.chunks(FRAMES_PER_BATCH):
+                todo = [(i, rgb) for i, rgb in enumerate(chunk) if (index + i) % every == 0]
+                prepared = [recognizer.prepare(rgb) for _, rgb in todo]
+                found = dict(zip((i for i, _ in todo),
+                                 recognizer.predict_prepared(prepared), strict=True))
+                for i, rgb in enumerate(chunk):
+                    if i in found:
+                        last = found[i]
+                        for face in last:
+                            face.crop = None  # keep memory flat on long videos
+                        result.frames.append(FrameResult(index, index / fps, last))
+                    out.write(np.ascontiguousarray(annotate(rgb, last)[:, :, ::-1]))
+                    index += 1
+                    if on_frame is not None:
+                        on_frame(index, total)
         result.frames_read = index
     finally:
         cap.release()
@@ -204,3 +210,95 @@ def write_frames_csv(result: VideoResult, path: Path, classes: tuple[str, ...]) 
                                  *(f"{face.probabilities.get(c, 0.0):.4f}" for c in classes),
                                  f"{face.detection_score:.3f}", ";".join(face.flags)])
     return path
+
+
+class _FrameReader:
+    """Decodes frames in a thread (OpenCV releases the GIL while decoding) into a short queue,
+    so decoding overlaps detection and classification; hands them out as RGB in chunks."""
+
+    def __init__(self, cap, first, size: tuple[int, int], limit: int = -1) -> None:
+        self.cap, self.first, self.size, self.limit = cap, first, size, limit
+        self.queue: queue.Queue = queue.Queue(maxsize=2 * FRAMES_PER_BATCH)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="ferkit-video-read", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        import cv2
+
+        frame, n = self.first, 0
+        try:
+            while frame is not None and n != self.limit and not self.stop.is_set():
+                if (frame.shape[1], frame.shape[0]) != self.size:  # streams that change size
+                    frame = cv2.resize(frame, self.size)
+                self._put(np.ascontiguousarray(frame[:, :, ::-1]))
+                n += 1
+                ok, frame = self.cap.read()
+                frame = frame if ok else None
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self.error = exc
+        finally:
+            self._put(None)
+
+    def _put(self, item) -> None:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def chunks(self, n: int):
+        chunk: list[np.ndarray] = []
+        while (rgb := self.queue.get()) is not None:
+            chunk.append(rgb)
+            if len(chunk) == n:
+                yield chunk
+                chunk = []
+        if self.error is not None:
+            raise self.error
+        if chunk:
+            yield chunk
+
+    def __enter__(self) -> _FrameReader:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+class _FrameWriter:
+    """Encodes annotated frames in a thread (OpenCV releases the GIL while encoding); releases
+    the cv2.VideoWriter on exit."""
+
+    def __init__(self, writer) -> None:
+        self.writer = writer
+        self.queue: queue.Queue = queue.Queue(maxsize=2 * FRAMES_PER_BATCH)
+        self.thread = threading.Thread(target=self._run, name="ferkit-video-write", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        while (bgr := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.writer.write(bgr)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                    self.error = exc
+
+    def write(self, bgr: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(bgr)
+
+    def __enter__(self) -> _FrameWriter:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self.writer.release()
+        if self.error is not None and exc[0] is None:
+            raise self.error
