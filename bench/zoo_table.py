@@ -132,7 +132,7 @@ def main() -> None:
     table = json.loads(out.read_text()) if out.exists() else {"entries": {}}
     table.update(device=describe_device(device), device_type=device.type, torch=torch.__version__,
                  recipe=f"ferkit train defaults, batch {args.batch_size}, ema 0.999, amp auto; "
-                        f"{args.epochs} epochs or {args.minutes:g} min per run",
+                        "per run the entry's budget (epochs or minutes, whichever comes first)",
                  data="synthetic (--tiny)" if args.tiny else Path(args.data).name)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -160,6 +160,7 @@ def main() -> None:
                 "params": info.get("params"), "mflops": info.get("mflops"),
                 "seconds_per_epoch": round(s_per_epoch, 1), "epochs": epochs,
                 "budget_limited": epochs < args.epochs, "seed_figure": seed_figure,
+                "budget": f"{args.epochs} epochs or {args.minutes:g} min",
                 "accuracy": summarise(runs, "accuracy"),
                 "accuracy_flip": summarise(runs, "accuracy_flip"), "runs": runs,
                 "date": date.today().isoformat()}
@@ -187,14 +188,14 @@ def readme_table(table: dict) -> str:
     """The README's zoo table: one row per entry of the result file, blanks explained."""
     lines = [f"Device: {table.get('device')} (torch {table.get('torch')}); data: "
              f"{table.get('data')}; recipe: {table.get('recipe')}.", "",
-             "| model | params | MFLOPs | epochs | s/epoch | PublicTest | + flip TTA | seed's "
-             "figure |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| model | params | MFLOPs | budget | epochs | s/epoch | PublicTest | + flip TTA | "
+             "seed's figure |", "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
     for key, e in table.get("entries", {}).items():
         if "error" in e:
-            lines.append(f"| {key} | | | | | not trained: {e['error']} | | |")
+            lines.append(f"| {key} | | | | | | not trained: {e['error']} | | |")
             continue
         epochs = f"{e['epochs']}" + (" (budget)" if e.get("budget_limited") else "")
-        lines.append(f"| {key} | {e['params']:,} | {e['mflops']} | {epochs} | "
+        lines.append(f"| {key} | {e['params']:,} | {e['mflops']} | {e['budget']} | {epochs} | "
                      f"{e['seconds_per_epoch']} | {_pct(e['accuracy'])} | "
                      f"{_pct(e['accuracy_flip'])} | {e['seed_figure']} |")
     return "\n".join(lines)
