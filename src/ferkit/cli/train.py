@@ -25,7 +25,10 @@ HELP = (
     "  ferkit train --data fer2013.zip --model ferkit-small --teacher runs/big "
     "--distill-weight 0.7\n\n"
     "  ferkit train --resume --out runs/20250101-120000-ferkit-vgg   (continue a run)\n\n"
-    "  ferkit train --config runs/old/config.json --seed 1 --out runs/seed1   (repeat a recipe)"
+    "  ferkit train --config runs/old/config.json --seed 1 --out runs/seed1   (repeat a recipe)\n\n"
+    "  ferkit train --nproc 2 --data fer2013.zip --model ferkit-small   (DDP on this machine)\n\n"
+    "  torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 "
+    "-m ferkit train --data fer2013.zip --sync-bn   (on every node)"
 )
 
 # CLI options that map 1:1 onto TrainConfig fields (the field name is the key).
@@ -36,7 +39,7 @@ _SCALAR_FIELDS = (
     "backbone_lr_scale", "augment", "aug_flip", "aug_rotate",
     "aug_shift", "aug_scale", "aug_jitter", "aug_erase", "holdout", "holdout_seed", "limit",
     "device", "seed", "compile", "amp", "channels_last", "threads", "eval_batch_size", "out",
-    "resume",
+    "resume", "sync_bn", "dist_timeout",
 )
 
 
@@ -150,11 +153,30 @@ def train_command(
                                             rich_help_panel="Run"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON at the end "
                                  "(no progress bar).", rich_help_panel="Run"),
+    nproc: int = typer.Option(0, "--nproc", help="Train on N processes of this machine with "
+                              "DistributedDataParallel (starts torchrun --standalone "
+                              "--nproc_per_node N; one per GPU on CUDA, gloo on the CPU). "
+                              "--batch-size stays the global batch.",
+                              rich_help_panel="Distributed"),
+    sync_bn: bool = typer.Option(False, "--sync-bn/--no-sync-bn", help="Distributed runs: "
+                                 "BatchNorm statistics over the global batch instead of each "
+                                 "process's slice of it.", rich_help_panel="Distributed"),
+    dist_timeout: float = typer.Option(600.0, "--dist-timeout", help="Distributed runs: seconds "
+                                       "to wait for the other processes at a collective before "
+                                       "the run stops (a dead or stuck process).",
+                                       rich_help_panel="Distributed"),
 ) -> None:
     from ferkit.errors import FerkitError
     from ferkit.training.config import ConfigError, TrainConfig
 
     values = dict(locals())
+    if nproc < 0:
+        raise ConfigError(f"--nproc must be >= 0 (0 or 1 = this process only), got {nproc}")
+    if nproc > 1:
+        from ferkit.training.distributed import launched
+
+        if not launched():
+            _launch(nproc)  # exits with torchrun's status
     given = {name for name in _SCALAR_FIELDS + ("model_arg",)  # options typed on the command line
              if getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
              not in ("DEFAULT", "DEFAULT_MAP")}
@@ -186,6 +208,32 @@ def train_command(
     _run(config, as_json)
 
 
+def _launch(nproc: int) -> None:
+    """Re-run this command line under torchrun on `nproc` local processes (without --nproc)."""
+    import os
+    import subprocess
+
+    from ferkit.training.config import ConfigError
+
+    argv = sys.argv[1:]
+    if "train" not in argv:
+        raise ConfigError("--nproc re-runs the `ferkit train` command line under torchrun; "
+                          "called another way, launch with: torchrun --nproc_per_node N -m "
+                          "ferkit train ...")
+    cut = argv.index("train") + 1
+    args, rest = argv[:cut], iter(argv[cut:])
+    for arg in rest:
+        if arg == "--nproc":
+            next(rest, None)  # and its value
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node", str(nproc), "-m", "ferkit", *args]
+    env = {**os.environ}
+    env.setdefault("OMP_NUM_THREADS", "1")  # ferkit sets each rank's threads itself
+    sys.exit(subprocess.call(cmd, env=env))
+
+
 def _parse_model_args(items: list[str]) -> dict[str, Any]:
     from ferkit.training.config import ConfigError
 
@@ -205,10 +253,17 @@ def _run(config, as_json: bool) -> None:
     from rich.console import Console
 
     from ferkit.training import run_dir as rd
+    from ferkit.training.distributed import env_rank
     from ferkit.training.trainer import RunInfo, train
 
-    console = Console(stderr=as_json, highlight=False)
-    view = _ProgressView(console, live=console.is_terminal and not as_json, quiet=as_json)
+    rank = env_rank()
+    if rank:  # torchrun: only rank 0 speaks; the others print errors only
+        import logging
+
+        logging.getLogger("ferkit").setLevel(logging.ERROR)
+    console = Console(stderr=as_json, highlight=False, quiet=rank > 0)
+    view = _ProgressView(console, live=console.is_terminal and not as_json and not rank,
+                         quiet=as_json or rank > 0)
     started = {"info": None}
 
     def on_start(info: RunInfo) -> None:
@@ -217,7 +272,7 @@ def _run(config, as_json: bool) -> None:
             _print_header(console, info)
 
     t_load = time.perf_counter()
-    dataset = _load_data(config, console, quiet=as_json)
+    dataset = _load_data(config, console, quiet=as_json or rank > 0)
     load_seconds = time.perf_counter() - t_load if dataset is not None else 0.0
     try:
         result = train(config, dataset, on_epoch=view.on_epoch, on_step=view.on_step,
@@ -235,6 +290,8 @@ def _run(config, as_json: bool) -> None:
         sys.exit(130)
     finally:
         view.stop()
+    if rank:
+        return
     if as_json:
         typer.echo(json.dumps({**_result_dict(result), "load_seconds": load_seconds}, indent=2))
     else:
@@ -342,6 +399,11 @@ def _print_header(console, info) -> None:
     console.print(f"  {c.epochs} epoch{'s' if c.epochs != 1 else ''} x "
                   f"{info.steps_per_epoch} steps of {batch}; "
                   f"{c.optimizer} lr {c.lr:g} {c.schedule}")
+    if info.world_size > 1:
+        backend = "nccl" if info.device.type == "cuda" else "gloo"
+        console.print(f"  DDP: {info.world_size} processes ({backend}), "
+                      f"{batch // info.world_size} faces each per step; "
+                      f"{'sync-bn' if c.sync_bn else 'BatchNorm per process'}")
     console.print(f"  augment {c.augment}; balance {c.balance}"
                   + (f"; ema {c.ema}" if c.ema else ""))
     if c.teacher:

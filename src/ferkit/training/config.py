@@ -37,7 +37,8 @@ PRESETS: dict[str, dict[str, float]] = {
 # come from the caller, everything else from the run's saved config.
 # config.json's record of how the run executed (device, precision, threads): not an option.
 EXECUTION_KEY = "execution"
-RUNTIME_FIELDS = ("data", "device", "threads", "compile", "out", "resume", "num_workers")
+RUNTIME_FIELDS = ("data", "device", "threads", "compile", "out", "resume", "num_workers",
+                  "dist_timeout")
 
 _DEFAULT_LR = {"sgd": 0.05, "adamw": 2e-3}
 _DEFAULT_WD = {"sgd": 5e-4, "adamw": 0.05}
@@ -99,6 +100,10 @@ class TrainConfig:
     out: str = ""  # run directory; "" = runs/<YYYYmmdd-HHMMSS>-<model>
     resume: bool = False  # continue the run in `out` from its last.pt
 
+    # distributed runs (torchrun; see ferkit.training.distributed)
+    sync_bn: bool = False  # BatchNorm statistics over the global batch, not each rank's slice
+    dist_timeout: float = 600.0  # seconds a collective waits for the other processes
+
     # ----------------------------------------------------------------------------------------
 
     def validated(self) -> TrainConfig:
@@ -155,10 +160,7 @@ class TrainConfig:
         _range("backbone_lr_scale", c.backbone_lr_scale, 0, 10)
         if c.threads < 0:
             raise ConfigError(f"--threads must be >= 0 (0 = all cores), got {c.threads}")
-        dev = c.device.lower()
-        if not (dev in ("auto", "cpu", "mps") or dev == "cuda" or
-                (dev.startswith("cuda:") and dev[5:].isdigit())):
-            raise ConfigError(f"--device {c.device}: expected auto, cpu, cuda, cuda:N or mps")
+        check_execution(c)
         return c
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,6 +175,16 @@ class TrainConfig:
         if unknown and strict:
             raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def check_execution(c: TrainConfig) -> None:
+    """ConfigError unless --device and --dist-timeout can work (checked before anything else,
+    since a distributed run opens its device and process group first)."""
+    dev = c.device.lower()
+    if not (dev in ("auto", "cpu", "mps") or dev == "cuda" or
+            (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ConfigError(f"--device {c.device}: expected auto, cpu, cuda, cuda:N or mps")
+    _positive("dist_timeout", c.dist_timeout)
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -5,6 +5,11 @@ Speed comes from keeping everything on the device: the whole training set is one
 (ferkit.training.augment), and runs forward/backward under bf16 autocast with channels_last on
 CUDA. There is no DataLoader and no per-image Python. Losses and accuracies are summed on the
 device and read once per epoch (or when a progress callback asks), so the GPU is never stalled.
+
+Under torchrun the same loop trains one model on every process with DistributedDataParallel
+(ferkit.training.distributed): each rank holds its own copy of the device-resident data, takes
+its slice of every global batch of the shared permutation, and only rank 0 writes the run
+directory and calls the callbacks.
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ferkit.classes import CLASSES, NUM_CLASSES
 from ferkit.data.dataset import FaceDataset
-from ferkit.devices import cpu_count, resolve_device
 from ferkit.errors import DataError, ModelError
 from ferkit.models.checkpoint import load_checkpoint, save_checkpoint
 from ferkit.models.registry import create_model, get_entry
@@ -35,9 +40,16 @@ from ferkit.precision import Precision, resolve_precision
 from ferkit.training import run_dir as rd
 from ferkit.training.augment import BatchAugment
 from ferkit.training.balance import EpochSampler, class_weights
-from ferkit.training.config import EXECUTION_KEY, RUNTIME_FIELDS, ConfigError, TrainConfig
+from ferkit.training.config import (
+    EXECUTION_KEY,
+    RUNTIME_FIELDS,
+    ConfigError,
+    TrainConfig,
+    check_execution,
+)
 from ferkit.training.curves import plot_curves
 from ferkit.training.distill import Teacher, distill_loss
+from ferkit.training.distributed import Dist, convert_sync_batchnorm, session
 from ferkit.training.finetune import checkpoint_arch_kwargs
 from ferkit.training.optim import build_optimizer, build_scheduler
 from ferkit.training.splits import normalization_stats, split_train_val
@@ -112,6 +124,7 @@ class RunInfo:
     normalization: dict[str, float]
     data_seconds: float
     precision: Precision
+    world_size: int = 1  # processes training this model (torchrun)
 
 
 @dataclass
@@ -152,27 +165,45 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
     With config.resume, continues the run in config.out from its last.pt (the saved config is
     used, except for the runtime options data/device/threads/compile) and ends with the metrics an
     uninterrupted run would have had.
+
+    Started by torchrun, every process calls this and they train one model together; the
+    callbacks run on rank 0 only, and every rank returns the same result.
     """
+    check_execution(config)  # before session() opens the device and the process group
+    with session(config.device, config.dist_timeout) as dist:
+        return _train(config, dist, dataset, on_epoch, on_step, on_start)
+
+
+def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
+           on_epoch: Callable[[EpochMetrics], None] | None,
+           on_step: Callable[[StepMetrics], None] | None,
+           on_start: Callable[[RunInfo], None] | None) -> TrainResult:
     t_call = time.perf_counter()
-    config, run_dir, ckpt = _prepare_run(config)
-    device = _setup_device(config)
-    _seed_everything(config.seed)
+    config, run_dir, ckpt = _prepare_run(config, dist)
+    dist.run_dir = run_dir
+    device = _setup_device(config, dist)
+    _seed_everything(config.seed + dist.rank)  # rank 0 = one process; DDP copies its weights
+    if not dist.is_main:
+        on_epoch = on_step = on_start = None
 
     # ---- data: every face on the device as uint8; train/val split; normalisation stats ----
     t_data = time.perf_counter()
     if dataset is None:
         dataset = _load_dataset(config.data)
     split = split_train_val(dataset, config.holdout, config.holdout_seed, config.limit)
-    for note in split.notes:
+    for note in split.notes if dist.is_main else ():
         log.warning(note)
     digests = split.digests()
     mean, std = normalization_stats(split.train_images)
     train_x, train_y = _to_device(split.train_images, split.train_labels, device)
     val_x, val_y = _to_device(split.val_images, split.val_labels, device)
+    val_shard = (val_x[dist.rank::dist.world_size], val_y[dist.rank::dist.world_size])
     data_seconds = time.perf_counter() - t_data
 
     # ---- model, optimizer, schedule, loss ----
     model = _create_model(config).to(device)
+    if config.sync_bn and dist.enabled:
+        model = convert_sync_batchnorm(model, device)
     cuda = device.type == "cuda"
     precision = resolve_precision(config.amp, device, config.channels_last)
     channels_last = precision.channels_last
@@ -183,7 +214,8 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
     augment = BatchAugment(config, mean, std).to(device)
     sampler = EpochSampler(split.train_labels, config.batch_size, config.balance,
                            config.balance_power, config.seed, device)
-    steps = sampler.steps_per_epoch
+    steps, batch = sampler.steps_per_epoch, sampler.batch_size  # batch: the global batch
+    dist.check_batch(batch)
     optimizer = build_optimizer(model, config, device)
     scheduler = build_scheduler(optimizer, config, config.epochs * steps)
     weight = None
@@ -194,19 +226,27 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
     teacher = (Teacher.load(config.teacher, device, precision, CLASSES) if config.teacher
                else None)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16)
-    forward = torch.compile(model) if config.compile else model
     state = _State()
     if ckpt is not None:
         _check_same_teacher(ckpt, teacher)
         _restore(ckpt, model, optimizer, scheduler, ema, sampler, state,
-                 _data_record(len(train_y), len(val_y), steps, digests))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if config.resume:  # drop lines of an epoch that was cut off before its last.pt was written
-        rd.rewrite_metrics(run_dir, [h.to_dict() for h in state.history])
-    else:
-        rd.write_json(run_dir / rd.CONFIG, {**config.to_dict(), EXECUTION_KEY: {
-            "device": str(device), **precision.to_dict(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__}})
+                 _data_record(len(train_y), len(val_y), steps, digests), dist)
+    forward: nn.Module = model
+    if dist.enabled:  # averages gradients; broadcasts rank 0's weights now, its buffers per step
+        forward = DistributedDataParallel(
+            model, device_ids=[device.index] if cuda else None,
+            find_unused_parameters=bool(config.freeze_epochs))  # frozen backbone: no grads
+    if config.compile:
+        forward = torch.compile(forward)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if config.resume:  # drop lines of an epoch cut off before its last.pt was written
+            rd.rewrite_metrics(run_dir, [h.to_dict() for h in state.history])
+        else:
+            rd.write_json(run_dir / rd.CONFIG, {**config.to_dict(), EXECUTION_KEY: {
+                "device": str(device), **precision.to_dict(), "threads": torch.get_num_threads(),
+                "world_size": dist.world_size, "backend": dist.backend or None,
+                "torch": torch.__version__}})
     ckpt_base = {"arch": config.model, "arch_kwargs": checkpoint_arch_kwargs(config.model_kwargs),
                  "classes": list(CLASSES), "normalization": {"mean": mean, "std": std},
                  "config": config.to_dict(),
@@ -215,7 +255,7 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
         on_start(RunInfo(run_dir, config, device, len(train_y), len(val_y), split.val_source,
                          steps, state.epoch, sum(p.numel() for p in model.parameters()),
                          split.class_counts.tolist(), {"mean": mean, "std": std}, data_seconds,
-                         precision))
+                         precision, dist.world_size))
 
     # ---- the loop ----
     train_seconds = 0.0
@@ -226,7 +266,7 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        for step, idx in enumerate(sampler.epoch(), start=1):
+        for step, idx in enumerate(dist.shard_steps(sampler.epoch()), start=1):
             x = augment(train_x[idx], train=True)
             y = train_y[idx]
             if channels_last:
@@ -251,17 +291,20 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
                 ema.update_parameters(model)
             loss_sum += loss.detach()
             correct += (logits.detach().argmax(dim=1) == y).sum()
-            if on_step is not None:
-                on_step(StepMetrics(epoch, config.epochs, step, steps, step * len(y),
+            if on_step is not None:  # rank 0's loss: the other ranks' slices are not read
+                on_step(StepMetrics(epoch, config.epochs, step, steps, step * batch,
                                     time.perf_counter() - t0, lr, loss_sum))
-        train_loss, train_acc = loss_sum.item() / steps, correct.item() / (steps * len(y))
+        loss_sum, correct = dist.all_reduce_sum(loss_sum, correct)  # the whole global batch
+        train_loss = loss_sum.item() / (steps * dist.world_size)
+        train_acc = correct.item() / (steps * batch)
         epoch_seconds = time.perf_counter() - t0  # .item() above waited for the device
         train_seconds += epoch_seconds
 
         eval_model = ema.module if ema is not None else model
-        val_loss, val_acc = evaluate(eval_model, augment, val_x, val_y,
-                                     config.eval_batch_size or (1024 if cuda else 256),
-                                     precision)
+        dist.broadcast_buffers(eval_model)  # BN statistics differ per rank without --sync-bn
+        val_loss, val_acc = _evaluate_sharded(eval_model, augment, val_shard, len(val_y), dist,
+                                              config.eval_batch_size or (1024 if cuda else 256),
+                                              precision)
         if val_acc > state.best_val_acc:
             state.best_val_acc, state.best_epoch, state.bad_epochs = val_acc, epoch, 0
         else:
@@ -269,10 +312,13 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
         state.stopped = bool(config.early_stopping) and state.bad_epochs >= config.early_stopping
         state.epoch = epoch
         m = EpochMetrics(epoch, train_loss, train_acc, val_loss, val_acc, lr, epoch_seconds,
-                         steps * len(y) / epoch_seconds, state.best_val_acc, state.best_epoch)
+                         steps * batch / epoch_seconds, state.best_val_acc, state.best_epoch)
         state.history.append(m)
+        rngs = dist.gather_objects(_rng_state())  # every rank's, so --resume continues exactly
+        if not dist.is_main:
+            continue
 
-        # ---- write the run directory: metrics, curves, best.pt, last.pt ----
+        # ---- rank 0 writes the run directory: metrics, curves, best.pt, last.pt ----
         rd.append_metrics(run_dir, m.to_dict())
         plot_curves([h.to_dict() for h in state.history], run_dir / rd.CURVES,
                     f"{config.model} - {run_dir.name}")
@@ -283,20 +329,40 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
         save_checkpoint(run_dir / rd.LAST, {
             **ckpt_base, "epoch": epoch, "metrics": m.to_dict(), "state_dict": weights,
             **_resume_state(model, optimizer, scheduler, ema, sampler, state,
-                            _data_record(len(train_y), len(val_y), steps, digests))})
+                            _data_record(len(train_y), len(val_y), steps, digests), rngs)})
         if on_epoch is not None:
             on_epoch(m)
 
+    dist.barrier()  # every rank returns once rank 0 has written the last epoch
     return TrainResult(run_dir, max(state.best_val_acc, 0.0), state.best_epoch, state.history,
                        time.perf_counter() - t_call, data_seconds, train_seconds, state.stopped,
                        config)
 
 
-@torch.inference_mode()
 def evaluate(model: nn.Module, augment: BatchAugment, images: torch.Tensor, labels: torch.Tensor,
              batch_size: int = 1024, precision: Precision | None = None) -> tuple[float, float]:
     """Mean cross-entropy (no smoothing, no class weights) and accuracy on uint8 faces, in the
     training precision (fp32 when none is given)."""
+    loss_sum, correct = _eval_sums(model, augment, images, labels, batch_size, precision)
+    n = max(len(images), 1)
+    return loss_sum.item() / n, correct.item() / n
+
+
+def _evaluate_sharded(model: nn.Module, augment: BatchAugment,
+                      shard: tuple[torch.Tensor, torch.Tensor], n_total: int, dist: Dist,
+                      batch_size: int, precision: Precision) -> tuple[float, float]:
+    """evaluate() over every rank's shard of the validation faces, summed over the ranks."""
+    loss_sum, correct = dist.all_reduce_sum(*_eval_sums(model, augment, *shard, batch_size,
+                                                        precision))
+    n = max(n_total, 1)
+    return loss_sum.item() / n, correct.item() / n
+
+
+@torch.inference_mode()
+def _eval_sums(model: nn.Module, augment: BatchAugment, images: torch.Tensor,
+               labels: torch.Tensor, batch_size: int, precision: Precision | None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of cross-entropy, number right) on the device."""
     precision = precision or Precision(None, False, "fp32")
     was_training = model.training
     model.eval()
@@ -312,17 +378,17 @@ def evaluate(model: nn.Module, augment: BatchAugment, images: torch.Tensor, labe
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(dim=1) == y).sum()
     model.train(was_training)
-    n = max(len(images), 1)
-    return loss_sum.item() / n, correct.item() / n
+    return loss_sum, correct
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
 
 
-def _prepare_run(config: TrainConfig) -> tuple[TrainConfig, Path, dict | None]:
+def _prepare_run(config: TrainConfig, dist: Dist) -> tuple[TrainConfig, Path, dict | None]:
     """Validated config, run directory (created later, once data and model are ready), and the
-    last.pt to resume from (or None)."""
+    last.pt to resume from (or None). Every rank reads the same files (resuming a run on several
+    nodes needs its run directory on a shared filesystem); rank 0 names a new run's directory."""
     ckpt = None
     if config.resume:
         if not config.out:
@@ -345,15 +411,16 @@ def _prepare_run(config: TrainConfig) -> tuple[TrainConfig, Path, dict | None]:
     get_entry(config.model)  # unknown model: ModelError now, before any data is loaded
     if not config.resume:
         run_dir = Path(config.out) if config.out else rd.default_run_dir(config.model)
+        run_dir = Path(dist.broadcast_object(str(run_dir)))  # the ranks' clocks may differ
         rd.check_fresh(run_dir)
         config = replace(config, out=str(run_dir))
     return config, run_dir, ckpt
 
 
-def _setup_device(config: TrainConfig) -> torch.device:
-    device = resolve_device(config.device)
+def _setup_device(config: TrainConfig, dist: Dist) -> torch.device:
+    device = dist.device
     if device.type == "cpu" or config.threads:
-        torch.set_num_threads(config.threads or cpu_count())
+        torch.set_num_threads(dist.threads(config.threads))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -427,15 +494,18 @@ def _data_record(n_train: int, n_val: int, steps: int, digests: dict[str, str]
 
 
 def _resume_state(model, optimizer, scheduler, ema, sampler, state: _State,
-                  data: dict[str, Any]) -> dict[str, Any]:
-    """The last.pt entries that let --resume continue exactly where this epoch ended."""
+                  data: dict[str, Any], rngs: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The last.pt entries that let --resume continue exactly where this epoch ended (rngs:
+    every rank's random state, rank 0's first)."""
     return {
         "train_state_dict": _cpu_state(model) if ema is not None else None,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
         "sampler": sampler.state_dict(),
-        "rng": _rng_state(),
+        "rng": rngs[0] if rngs else _rng_state(),
+        "world_size": len(rngs) if rngs else 1,
+        "rng_ranks": rngs if rngs and len(rngs) > 1 else None,
         "early_stopping": {"best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
                            "bad_epochs": state.bad_epochs, "stopped": state.stopped},
         "history": [h.to_dict() for h in state.history],
@@ -444,7 +514,7 @@ def _resume_state(model, optimizer, scheduler, ema, sampler, state: _State,
 
 
 def _restore(ckpt: dict, model, optimizer, scheduler, ema, sampler, state: _State,
-             data: dict[str, Any]) -> None:
+             data: dict[str, Any], dist: Dist) -> None:
     _check_same_data(ckpt, data)
     model.load_state_dict(ckpt["train_state_dict"] if ema is not None else ckpt["state_dict"])
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -457,7 +527,19 @@ def _restore(ckpt: dict, model, optimizer, scheduler, ema, sampler, state: _Stat
     state.best_val_acc, state.best_epoch = float(es["best_val_acc"]), int(es["best_epoch"])
     state.bad_epochs, state.stopped = int(es["bad_epochs"]), bool(es["stopped"])
     state.history = [EpochMetrics(**h) for h in ckpt["history"]]
-    _set_rng_state(ckpt["rng"])  # last: building the model above consumed random numbers
+    # last: building the model above consumed random numbers
+    ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+    if len(ranks) == dist.world_size:
+        _set_rng_state(ranks[dist.rank])
+    else:  # another number of processes: the ranks' augmentation streams start anew
+        if dist.is_main:
+            log.warning("%s: the run had %d process(es), this resume has %d: training goes on "
+                        "from the same weights and schedule, but its random augmentation (and "
+                        "per-rank BatchNorm batches) differ from an uninterrupted run",
+                        ckpt["path"], len(ranks), dist.world_size)
+        _set_rng_state(ranks[0])
+        if dist.rank:
+            torch.manual_seed(int(ckpt["config"]["seed"]) + dist.rank + 1000 * state.epoch)
 
 
 def _check_same_teacher(ckpt: dict, teacher: Teacher | None) -> None:
