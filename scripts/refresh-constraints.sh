@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=$(mktemp -d)/venv
 python3 -m venv "$venv"
-"$venv/bin/pip" install -q torch==2.13.0 -e ".[test,serve,sweep,transfer,onnx]"  # no -c: newest
+"$venv/bin/pip" install -q torch==2.13.0 -e ".[test,serve,sweep,sweep-postgres,transfer,onnx]"  # no -c: newest
 "$venv/bin/ruff" check src tests bench
 "$venv/bin/python" -m pytest -q
 {

@@ -18,8 +18,10 @@ smoothing and width that prunes poor trials early.
 Results go to an Optuna storage (default sqlite:///runs/sweeps.db). Workers never lose or \
 duplicate a trial: --workers N runs N local processes, and any number of `ferkit sweep` \
 processes, here or on other machines, join the same study with the same --storage (e.g. \
-postgresql://user:pw@host/db) and --study. A joining worker needs only --storage, --study and \
---data; the space and options come from the study.
+postgresql://user:pw@host/db, with `pip install 'ferkit[sweep-postgres]'`) and --study. A \
+joining worker needs only --storage, --study and --data; the space and options come from the \
+study. A worker that dies mid-trial (killed, machine lost) stops beating: after 4 missed \
+heartbeats another worker marks its trial failed and runs the same parameters again.
 
 Examples:
 
@@ -28,6 +30,8 @@ Examples:
   ferkit sweep --preset tune --data fer2013.zip --epochs 20 --trials 40 --workers 2
 
   ferkit sweep --space sweeps/tune.toml --data fer2013.zip --storage postgresql://u:p@db/sweeps
+
+  ferkit sweep --study tune --data fer2013.zip --storage postgresql://u:p@db/sweeps   (join)
 
   ferkit sweep report            (the latest study in runs/sweeps.db)
 """
@@ -74,6 +78,12 @@ def sweep_command(
     workers: int = typer.Option(1, "--workers", "-w", help="Local worker processes."),
     runs: str = typer.Option(None, "--runs", help="Root of the trial run dirs (default "
                              "runs/sweeps)."),
+    threads: int = typer.Option(0, "--threads", help="Torch CPU threads per worker (0: this "
+                                "machine's cores shared out among --workers)."),
+    heartbeat: int = typer.Option(None, "--heartbeat", help="Seconds between a running trial's "
+                                  "heartbeats, for a new study (default 30); a trial silent for "
+                                  "4 heartbeats is failed and retried by another worker. "
+                                  "Joining workers use the study's."),
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
@@ -90,12 +100,16 @@ def sweep_command(
         raise SweepError(f"--workers must be >= 1, got {workers}")
     if trials is not None and trials < 1:
         raise SweepError(f"--trials must be >= 1, got {trials}")
+    if heartbeat is not None and heartbeat < 1:
+        raise SweepError(f"--heartbeat must be >= 1 second, got {heartbeat}")
+    if threads < 0:
+        raise SweepError(f"--threads must be >= 0 (0 = cores / workers), got {threads}")
     joining = not preset and not space and study
     search = None if joining else resolve_space(preset, space)
     options = SweepOptions(data=data, epochs=epochs, limit=limit, device=device,
                            batch_size=batch_size, seed=seed, storage=storage or DEFAULT_STORAGE,
                            study=study, trials=trials, workers=workers,
-                           runs=runs or DEFAULT_RUNS)
+                           runs=runs or DEFAULT_RUNS, threads=threads, heartbeat=heartbeat)
     summary = run_sweep(search, options, say=lambda s: typer.echo(s))
     typer.echo(f"study {summary.study!r}: {summary.n_complete} complete, {summary.n_pruned} "
                f"pruned, {summary.n_failed} failed of {summary.n_trials} trials")

@@ -9,13 +9,20 @@ and the run directory.
 Results live in an Optuna storage: by default a local SQLite file (runs/sweeps.db); any Optuna
 RDB URL (postgresql://..., mysql://...) lets workers on many machines join the same study. That
 is how sweeps scale out: start `ferkit sweep` with the same --storage and --study anywhere.
+PostgreSQL goes through psycopg 3 (`pip install 'ferkit[sweep-postgres]'`): a plain
+postgresql:// URL is given that driver when psycopg2 is not installed.
 
 Workers never lose or duplicate trials. Each worker claims its next trial inside a short
 critical section (a lock file beside a SQLite database; an advisory lock on PostgreSQL/MySQL):
 it counts the study's trials against the budget and creates the trial and its parameters there.
 A grid study gives every cell exactly one trial: GridSampler (same seed in every worker) maps
-trial number k to cell k, and a cell whose trial failed or whose worker died (its heartbeat
-stopped) is queued again by the next worker.
+trial number k to cell k, and a cell whose trial failed is queued again by the next worker.
+
+A worker that dies (SIGKILL, a lost machine) stops its trial's heartbeat; once the study's grace
+period (4 heartbeats) has passed, the next worker to claim a trial marks it failed, and Optuna's
+RetryHeartbeatStaleTrialCallback queues the same parameters again as a new trial (at most
+MAX_CELL_FAILURES tries per parameter set). A worker with nothing left to claim waits while
+other workers' trials run, so such a retry is never left behind.
 """
 
 from __future__ import annotations
@@ -23,11 +30,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import math
 import multiprocessing
 import os
+import socket
 import threading
 import time
 import warnings
@@ -44,14 +53,17 @@ log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "sqlite:///runs/sweeps.db"
 DEFAULT_RUNS = "runs/sweeps"
 STUDY_ATTR = "ferkit"  # study user attr: the space and options every worker must share
-HEARTBEAT_S = 30
-GRACE_S = 120
+HEARTBEAT_S = 30  # default; a study keeps the value it was created with
+GRACE_BEATS = 4  # a trial whose worker missed this many heartbeats is failed and retried
 MAX_CONSECUTIVE_FAILURES = 3
+MAX_CELL_FAILURES = 3  # failed trials of one parameter set before the sweep gives up on it
 _SQLITE_TIMEOUT_S = 120
+_POLL_S = 2.0  # how often an idle worker looks again while other workers' trials run
 
 # Trial user attributes (what `ferkit sweep report` shows).
 ATTR_KEYS = ("run_dir", "epochs", "best_epoch", "wall_seconds", "train_seconds", "train_loss",
              "train_acc", "val_loss", "val_acc", "final_val_acc", "images_per_s", "error")
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # trial user attr "worker": who ran it
 
 
 class SweepError(FerkitError):
@@ -86,6 +98,8 @@ class SweepOptions:
     workers: int = 1
     runs: str = DEFAULT_RUNS  # trial run dirs go to <runs>/<study>/trial-NNNN
     threads: int = 0  # torch CPU threads per worker (0: cores / workers)
+    heartbeat: int | None = None  # seconds between a trial's heartbeats; None: the study's
+    # (HEARTBEAT_S for a new study)
 
     def train_overrides(self) -> dict[str, Any]:
         out: dict[str, Any] = {"device": self.device}
@@ -114,10 +128,30 @@ class SweepSummary:
 
 
 def normalize_storage(url: str) -> str:
-    """A bare path means a SQLite file."""
+    """A bare path means a SQLite file; postgres:// (Heroku style) means postgresql://."""
     if "://" not in url:
         return f"sqlite:///{url}"
+    if url.startswith("postgres://"):
+        return "postgresql://" + url[len("postgres://"):]
     return url
+
+
+def engine_url(url: str) -> str:
+    """The SQLAlchemy URL for `url`: postgresql:// takes psycopg 3 (ferkit[sweep-postgres])
+    when psycopg2, SQLAlchemy's default driver, is not installed."""
+    import importlib.util
+
+    url = normalize_storage(url)
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None \
+            and importlib.util.find_spec("psycopg") is not None:
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def _driver_hint(url: str, exc: Exception) -> str:
+    if url.startswith("postgresql") and isinstance(exc, ModuleNotFoundError | ImportError):
+        return "; install the PostgreSQL driver: pip install 'ferkit[sweep-postgres]'"
+    return ""
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -132,7 +166,8 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def open_storage(url: str, heartbeat: bool = True):
-    """An Optuna RDBStorage for `url` (SQLite: parent folder created, long busy timeout)."""
+    """An Optuna RDBStorage for `url` (SQLite: parent folder created, long busy timeout), with
+    heartbeats (HEARTBEAT_S until set_heartbeat() gives the study's) and stale-trial retries."""
     optuna = _optuna()
     url = normalize_storage(url)
     engine_kwargs: dict[str, Any] = {}
@@ -141,14 +176,43 @@ def open_storage(url: str, heartbeat: bool = True):
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs["connect_args"] = {"timeout": _SQLITE_TIMEOUT_S}
-    hb = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S} if heartbeat else {}
+    elif url.startswith("postgresql"):
+        engine_kwargs["pool_pre_ping"] = True  # survive a server restart between trials
+    hb: dict[str, Any] = {}
+    if heartbeat:
+        hb = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_BEATS * HEARTBEAT_S,
+              **_retry_callback_kwargs(optuna)}
     # Workers starting together on a new SQLite file would race to create its tables.
     guard = _file_lock(_lock_path(db)) if db is not None else contextlib.nullcontext()
     try:
         with guard:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **hb)
+            return optuna.storages.RDBStorage(engine_url(url), engine_kwargs=engine_kwargs,
+                                              **hb)
     except Exception as exc:  # bad URL, missing driver, unreachable server
-        raise SweepError(f"--storage {url}: cannot open ({exc.__class__.__name__}: {exc})") from exc
+        raise SweepError(f"--storage {url}: cannot open ({exc.__class__.__name__}: {exc})"
+                         f"{_driver_hint(url, exc)}") from exc
+
+
+def _retry_callback_kwargs(optuna: Any) -> dict[str, Any]:
+    """Optuna's stale-trial retry callback, under its Optuna 4 or Optuna 5 name."""
+    storages = optuna.storages
+    callback = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or \
+        storages.RetryFailedTrialCallback
+    params = inspect.signature(storages.RDBStorage).parameters
+    key = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params
+           else "failed_trial_callback")
+    return {key: callback(max_retry=MAX_CELL_FAILURES - 1)}
+
+
+def set_heartbeat(storage: Any, seconds: int) -> None:
+    """Beat every `seconds`; a trial silent for GRACE_BEATS beats is stale."""
+    if hasattr(storage, "heartbeat_interval"):
+        storage.heartbeat_interval = int(seconds)
+        storage.grace_period = GRACE_BEATS * int(seconds)
+
+
+def heartbeat_of(storage: Any) -> int:
+    return int(getattr(storage, "heartbeat_interval", None) or HEARTBEAT_S)
 
 
 def _lock_path(db: Path) -> Path:
@@ -216,8 +280,8 @@ def _db_lock(engine: Any, dialect: str, name: str) -> Iterator[None]:
 class _Heartbeat:
     """Records the trial's heartbeat while it trains, so a dead worker's trial can be retried."""
 
-    def __init__(self, storage: Any, trial_id: int):
-        self.storage, self.trial_id = storage, trial_id
+    def __init__(self, storage: Any, trial_id: int, interval: float = HEARTBEAT_S):
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -225,7 +289,7 @@ class _Heartbeat:
         while not self.stop.is_set():
             with contextlib.suppress(Exception):  # a missed beat is not fatal
                 self.storage.record_heartbeat(self.trial_id)
-            self.stop.wait(HEARTBEAT_S)
+            self.stop.wait(self.interval)
 
     def __enter__(self) -> _Heartbeat:
         if hasattr(self.storage, "record_heartbeat"):
@@ -246,7 +310,8 @@ def _study_attr(space: SearchSpace, options: SweepOptions) -> dict[str, Any]:
     """What every worker of the study must agree on."""
     budget = options.trials or space.budget
     return {"space": space.to_dict(), "train": options.train_overrides() | {"device": None},
-            "budget": budget, "data": options.data, "runs": options.runs}
+            "budget": budget, "data": options.data, "runs": options.runs,
+            "heartbeat": options.heartbeat or HEARTBEAT_S}
 
 
 def _sampler(space: SearchSpace, seed: int):
@@ -323,6 +388,12 @@ def create_or_join_study(space: SearchSpace | None, options: SweepOptions, stora
         seed = space.seed + 1 + os.getpid() % 100_000  # joining worker: its own TPE stream
         study = optuna.load_study(study_name=name, storage=storage,
                                   sampler=_sampler(space, seed), pruner=_pruner(space))
+    beat = int(attr.get("heartbeat") or HEARTBEAT_S)  # studies made before --heartbeat: 30 s
+    if options.heartbeat and options.heartbeat != beat:
+        raise SweepError(f"study {name!r} runs with --heartbeat {beat} (every worker must use "
+                         "the same, or a live worker's trial could be taken for a dead one's); "
+                         "drop --heartbeat, or pass --study NEW_NAME")
+    set_heartbeat(storage, beat)
     return study, space, attr, created
 
 
@@ -349,19 +420,44 @@ def _cell_key(params: dict[str, Any], names: list[str]) -> str:
     return json.dumps([params.get(n) for n in names])
 
 
+def _trial_cell(t: Any, names: list[str]) -> str:
+    return _cell_key(t.params or t.system_attrs.get("fixed_params", {}), names)
+
+
 def _missing_cells(study: Any, space: SearchSpace, trials: list[Any], active: list[Any],
                    skip_cells: set[str]) -> list[dict[str, Any]]:
-    """Grid cells that no running, finished or queued trial covers."""
+    """Grid cells that no running, finished or queued trial covers (and that have not failed
+    MAX_CELL_FAILURES times)."""
     names = [p.name for p in space.params]
-    covered = {_cell_key(t.params or t.system_attrs.get("fixed_params", {}), names)
-               for t in active}
-    return [c for c in space.grid_cells() if _cell_key(c, names) not in covered | skip_cells]
+    covered = {_trial_cell(t, names) for t in active}
+    fail = _optuna().trial.TrialState.FAIL
+    failures: dict[str, int] = {}
+    for t in trials:
+        if t.state == fail:
+            key = _trial_cell(t, names)
+            failures[key] = failures.get(key, 0) + 1
+    given_up = {k for k, n in failures.items() if n >= MAX_CELL_FAILURES}
+    return [c for c in space.grid_cells()
+            if _cell_key(c, names) not in covered | skip_cells | given_up]
+
+
+def _waiting(trials: list[Any]) -> list[Any]:
+    """Queued trials (a dead worker's, re-queued by the retry callback) that nobody runs yet."""
+    return [t for t in trials if t.state == _optuna().trial.TrialState.WAITING]
+
+
+def running_trials(study: Any) -> list[Any]:
+    """Trials that some worker runs now (or ran, until its heartbeat goes stale)."""
+    running = _optuna().trial.TrialState.RUNNING
+    return [t for t in study.get_trials(deepcopy=False) if t.state == running]
 
 
 def has_work(study: Any, space: SearchSpace, budget: int | None) -> bool:
     """Whether claim_trial would give a trial now (without creating one)."""
     trials = study.get_trials(deepcopy=False)
     active = [t for t in trials if t.state in _active_states()]
+    if _waiting(trials):
+        return True
     if budget is not None and len(active) >= budget:
         return False
     return not space.is_grid or bool(_missing_cells(study, space, trials, active, set()))
@@ -376,18 +472,20 @@ def claim_trial(study: Any, space: SearchSpace, budget: int | None,
     """
     optuna = _optuna()
     with contextlib.suppress(Exception):
-        optuna.storages.fail_stale_trials(study)  # dead workers' trials become FAIL
+        # dead workers' trials become FAIL, and the retry callback queues their parameters
+        optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     active = [t for t in trials if t.state in _active_states()]
-    if budget is not None and len(active) >= budget:
-        return None
-    if space.is_grid:
-        missing = _missing_cells(study, space, trials, active, skip_cells)
-        if not missing:
+    if not _waiting(trials):  # a queued retry is inside the budget already: ask() takes it
+        if budget is not None and len(active) >= budget:
             return None
-        if len(trials) >= len(space.grid_cells()):
-            # GridSampler gives trial k cell k; past the grid, requeue a failed trial's cell
-            study.enqueue_trial(missing[0], skip_if_exists=False)
+        if space.is_grid:
+            missing = _missing_cells(study, space, trials, active, skip_cells)
+            if not missing:
+                return None
+            if len(trials) >= len(space.grid_cells()):
+                # GridSampler gives trial k cell k; past the grid, requeue a failed cell
+                study.enqueue_trial(missing[0], skip_if_exists=False)
     trial = study.ask()
     values = space.suggest(trial)
     return trial, values
@@ -424,7 +522,11 @@ def run_trial(study: Any, trial: Any, values: dict[str, Any], space: SearchSpace
                          out=str(run_dir), threads=options.threads)
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("model", config.model)
+    trial.set_user_attr("worker", WORKER)
     shown = ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+    retry_of = study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+    if retry_of is not None:
+        shown += f" (retry of trial {retry_of}, whose worker stopped beating)"
     say(f"trial {trial.number}: {shown}")
     history: list[Any] = []
 
@@ -438,7 +540,7 @@ def run_trial(study: Any, trial: Any, values: dict[str, Any], space: SearchSpace
         trial.set_user_attr("n_parameters", int(info.parameters))
 
     t0 = time.perf_counter()
-    with _Heartbeat(study._storage, trial._trial_id):
+    with _Heartbeat(study._storage, trial._trial_id, heartbeat_of(study._storage)):
         try:
             result = train(config, dataset=dataset, on_epoch=on_epoch, on_start=on_start)
         except optuna.TrialPruned as exc:
@@ -497,7 +599,7 @@ def _work(study: Any, space: SearchSpace, attr: dict[str, Any], options: SweepOp
                          "--trials N")
     url = normalize_storage(options.storage)
     with study_lock(study._storage, url, study.study_name):
-        if not has_work(study, space, budget):
+        if not has_work(study, space, budget) and not running_trials(study):
             say(f"study {study.study_name!r} is done: nothing left to run")
             return 0
     if dataset is None:
@@ -510,11 +612,23 @@ def _work(study: Any, space: SearchSpace, attr: dict[str, Any], options: SweepOp
     names = [p.name for p in space.params]
     failed_here: set[str] = set()
     ran = failures = 0
+    waiting_said = False
     while True:
         with study_lock(study._storage, url, study.study_name):
             claimed = claim_trial(study, space, budget, failed_here)
         if claimed is None:
-            return ran
+            # Others' trials still run: wait, since one whose worker dies is retried here.
+            others = running_trials(study)
+            if not others:
+                return ran
+            if not waiting_said:
+                beat = heartbeat_of(study._storage)
+                say(f"nothing to claim; waiting for {len(others)} trial(s) running elsewhere (a "
+                    f"trial whose worker is silent for {GRACE_BEATS * beat} s is retried here)")
+                waiting_said = True
+            time.sleep(min(heartbeat_of(study._storage), _POLL_S))
+            continue
+        waiting_said = False
         trial, values = claimed
         try:
             run_trial(study, trial, values, space, attr, options, dataset, say)
