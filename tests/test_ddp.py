@@ -64,10 +64,10 @@ def _env(work: Path) -> dict[str, str]:
             "COLUMNS": "80"}
 
 
-def _torchrun(work: Path, *args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+def _torchrun(work: Path, cwd: Path, *args: str, nproc: int = 2) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            "--nproc_per_node", str(nproc), "-m", "ferkit", "train", *args]
-    return subprocess.run(cmd, cwd=work, env=_env(work), capture_output=True, text=True,
+    return subprocess.run(cmd, cwd=cwd, env=_env(work), capture_output=True, text=True,
                           timeout=TIMEOUT_S)
 
 
@@ -93,8 +93,10 @@ def _free_port() -> int:
 def test_two_gloo_processes_train_one_model(work):
     epochs = 2
     single = _one_process(work, "single-2", epochs)
-    res = _torchrun(work, "--data", "fer2013.csv", *COMMON, "--epochs", str(epochs),
-                    "--out", "runs/ddp")
+    home = work / "default-dir"  # no --out: rank 0 names the run directory for every rank
+    home.mkdir()
+    res = _torchrun(work, home, "--data", str(work / "fer2013.csv"), *COMMON,
+                    "--epochs", str(epochs))
     assert res.returncode == 0, res.stdout + res.stderr
     # rank 0 alone speaks: one header, one line per epoch, one summary
     assert res.stdout.count("ferkit train: training") == 1
@@ -103,8 +105,9 @@ def test_two_gloo_processes_train_one_model(work):
             if ln.startswith("epoch ")] == ["1/2", "2/2"]
     assert res.stdout.count("best val accuracy") == 1
     # one run directory, complete, and its checkpoint loads
-    assert [p.name for p in (work / "runs").iterdir()] == ["ddp"]
-    run = work / "runs" / "ddp"
+    runs = list((home / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.endswith("-configurable-cnn"), runs
+    run = runs[0]
     for name in ("config.json", "metrics.jsonl", "best.pt", "last.pt", "curves.png"):
         assert (run / name).is_file(), name
     execution = json.loads((run / "config.json").read_text())["execution"]
