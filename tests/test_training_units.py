@@ -128,3 +128,16 @@ def test_curves_png(tmp_path):
              "val_acc": 0.09 * e} for e in range(1, 6)]
     path = plot_curves(rows, tmp_path / "curves.png", "test")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("total", range(1, 13))
+def test_onecycle_runs_for_any_number_of_steps(total):
+    """PyTorch's OneCycleLR divides by zero when warm-up ends at step 0 (4 steps at 0.25)."""
+    model = torch.nn.Linear(3, 2)
+    c = TrainConfig(schedule="onecycle", lr=0.1, warmup=0.25).validated()
+    opt = build_optimizer(model, c, torch.device("cpu"))
+    sched = build_scheduler(opt, c, total)
+    for _ in range(total):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] < 0.1

@@ -43,6 +43,13 @@ def build_optimizer(model: nn.Module, c: TrainConfig, device: torch.device
     return torch.optim.AdamW(groups, lr=c.lr, betas=(0.9, 0.999), **fused)
 
 
+def _onecycle_pct(warmup: float, total_steps: int) -> float:
+    """OneCycleLR's warm-up fraction, nudged off the value where its warm-up phase ends at step
+    0 (pct * total == 1, e.g. 4 steps at 0.25): PyTorch then divides by zero on the first step."""
+    pct = max(warmup, 1e-3)
+    return pct + 0.5 / total_steps if abs(pct * total_steps - 1.0) < 1e-9 else pct
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, c: TrainConfig, total_steps: int):
     """One-cycle (warm up to each group's lr, cosine down to lr/1e4; SGD momentum cycled
     inversely), or linear warmup then cosine to zero. Both are stepped once per batch."""
@@ -50,7 +57,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, c: TrainConfig, total_step
     if c.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
-            pct_start=max(c.warmup, 1e-3), anneal_strategy="cos", div_factor=25.0,
+            pct_start=_onecycle_pct(c.warmup, total_steps), anneal_strategy="cos", div_factor=25.0,
             final_div_factor=1e4, cycle_momentum=c.optimizer == "sgd" and c.momentum > 0,
             base_momentum=min(0.85, c.momentum), max_momentum=c.momentum)
     warmup = int(round(c.warmup * total_steps))
