@@ -2,9 +2,9 @@
 
 from torch import nn
 
+from ferkit.models.layers import conv_bn_pool, init_weights
 from ferkit.models.registry import register_model
 from ferkit.models.zoo.deep_cnn import fc_bn_relu
-from ferkit.models.zoo.shallow_cnn import conv_bn_pool, init_weights
 
 
 @register_model("cnn4", reported="71.4% (source project, test split of its own dataset; 64.8% val)")

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from torch import nn
 
 from ferkit.errors import ModelError
+from ferkit.models.layers import conv_bn_relu, init_weights
 from ferkit.models.registry import register_model
-from ferkit.models.zoo.shallow_cnn import conv_bn_relu, init_weights
 
 MAX_STAGES = 5  # 48 -> 24 -> 12 -> 6 -> 3 -> 1 after five 2x2 max-pools
 

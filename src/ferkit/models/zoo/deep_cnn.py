@@ -2,8 +2,8 @@
 
 from torch import nn
 
+from ferkit.models.layers import conv_bn_pool, init_weights
 from ferkit.models.registry import register_model
-from ferkit.models.zoo.shallow_cnn import conv_bn_pool, init_weights
 
 
 def fc_bn_relu(n_in: int, n_out: int, dropout: float) -> list[nn.Module]:

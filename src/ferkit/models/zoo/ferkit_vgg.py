@@ -2,8 +2,8 @@
 
 from torch import nn
 
+from ferkit.models.layers import conv_bn_relu, init_weights
 from ferkit.models.registry import register_model
-from ferkit.models.zoo.shallow_cnn import conv_bn_relu, init_weights
 
 
 @register_model("ferkit-vgg")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ferkit.models.layers import init_weights
 from ferkit.models.registry import register_model
-from ferkit.models.zoo.shallow_cnn import init_weights
 
 
 def separable_conv(c_in: int, c_out: int) -> nn.Sequential:

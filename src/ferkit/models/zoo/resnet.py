@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ferkit.models.layers import conv_bn_relu, init_weights
 from ferkit.models.registry import register_model
-from ferkit.models.zoo.shallow_cnn import conv_bn_relu, init_weights
 
 
 class BasicBlock(nn.Module):

@@ -1,11 +1,9 @@
 """vgg1 / vgg2 / vgg3: VGG-style stacks of 1-3 conv-conv-pool blocks (32/64/128 filters)."""
 
-from functools import partial
-
 from torch import nn
 
+from ferkit.models.layers import conv_bn_relu, init_weights
 from ferkit.models.registry import register_model
-from ferkit.models.zoo.shallow_cnn import conv_bn_relu, init_weights
 
 _FILTERS = (32, 64, 128)
 
@@ -34,14 +32,20 @@ def vgg_blocks(num_classes: int = 7, depth: int = 3, dense: int = 128,
     ))
 
 
-def _register(depth: int, reported: str) -> None:
-    factory = partial(vgg_blocks, depth=depth)
-    filters = "/".join(str(f) for f in _FILTERS[:depth])
-    factory.__doc__ = (f"VGG-style, {depth} conv-conv-pool block{'s' * (depth > 1)} ({filters} "
-                       "filters) with BN and dropout, dense head of 128.")
-    register_model(f"vgg{depth}", reported=reported)(factory)
+@register_model("vgg1")
+def vgg1(num_classes: int = 7, **kwargs) -> nn.Module:
+    """VGG-style, 1 conv-conv-pool block (32 filters) with BN and dropout, dense head of 128."""
+    return vgg_blocks(num_classes, depth=1, **kwargs)
 
 
-_register(1, "")
-_register(2, "")
-_register(3, "56.49% (source project, FER2013 test)")
+@register_model("vgg2")
+def vgg2(num_classes: int = 7, **kwargs) -> nn.Module:
+    """VGG-style, 2 conv-conv-pool blocks (32/64 filters) with BN and dropout, dense head of 128."""
+    return vgg_blocks(num_classes, depth=2, **kwargs)
+
+
+@register_model("vgg3", reported="56.49% (source project, FER2013 test)")
+def vgg3(num_classes: int = 7, **kwargs) -> nn.Module:
+    """VGG-style, 3 conv-conv-pool blocks (32/64/128 filters) with BN and dropout, dense head of
+    128."""
+    return vgg_blocks(num_classes, depth=3, **kwargs)
