@@ -37,6 +37,8 @@ class Prepared:
     loaded: LoadedImage
     detections: list[Detection]  # in pixels of loaded.array, left to right
     crops: np.ndarray  # (N, 48, 48) uint8 aligned faces
+
+
 BACKENDS = ("auto", "torch", "onnxruntime")
 
 
