@@ -22,12 +22,13 @@ def face_dataset(n_per_class: int = 12, val_every: int = 3) -> FaceDataset:
     return FaceDataset(images, labels, splits.astype(str), names, "synth")
 
 
-def tiny_grid_space(tmp_path: Path, stages=(1, 2), extra: str = "") -> Path:
-    """A grid search space file over configurable-cnn stages with TINY widths."""
-    path = tmp_path / "tiny.toml"
+def tiny_space(tmp_path: Path, header: str, params: str, model_extra: str = "",
+               name: str = "tiny.toml") -> Path:
+    """A search space file training configurable-cnn with TINY widths: `header` (sampler,
+    budget), extra [model] lines and the [params...] tables."""
+    path = tmp_path / name
     path.write_text(f"""
-sampler = "grid"
-{extra}
+{header}
 [train]
 model = "configurable-cnn"
 batch_size = 32
@@ -37,8 +38,14 @@ augment = "none"
 filters = {TINY['filters']}
 fc_layers = {TINY['fc_layers']}
 fc_units = {TINY['fc_units']}
+{model_extra}
 
-[params.model]
-stages = {list(stages)}
+{params}
 """)
     return path
+
+
+def tiny_grid_space(tmp_path: Path, stages=(1, 2), extra: str = "") -> Path:
+    """A grid search space file over configurable-cnn stages with TINY widths."""
+    return tiny_space(tmp_path, f'sampler = "grid"\n{extra}',
+                      f"[params.model]\nstages = {list(stages)}")

@@ -20,7 +20,7 @@ optuna = pytest.importorskip("optuna")
 from cli_support import run_ferkit  # noqa: E402
 from pg_support import find_bin, throwaway_postgres  # noqa: E402
 from synth import make_csv_dataset  # noqa: E402
-from test_sweep_helpers import TINY, tiny_grid_space  # noqa: E402
+from test_sweep_helpers import tiny_grid_space, tiny_space  # noqa: E402
 
 from ferkit.training import sweep as sw  # noqa: E402
 
@@ -124,22 +124,9 @@ def test_grid_on_postgres_every_cell_once_and_a_killed_workers_trial_is_retried(
 @needs_server
 def test_tpe_on_postgres_two_workers_hold_the_budget(work, pg_url, tmp_path, monkeypatch,
                                                     capsys):
-    space = tmp_path / "tpe.toml"
-    space.write_text(f"""
-sampler = "tpe"
-trials = 5
-[train]
-model = "configurable-cnn"
-batch_size = 32
-augment = "none"
-[model]
-filters = {TINY['filters']}
-fc_layers = {TINY['fc_layers']}
-fc_units = {TINY['fc_units']}
-stages = 2
-[params]
-lr = {{ type = "log", low = 1e-3, high = 1e-1 }}
-""")
+    space = tiny_space(tmp_path, 'sampler = "tpe"\ntrials = 5',
+                       '[params]\nlr = { type = "log", low = 1e-3, high = 1e-1 }',
+                       model_extra="stages = 2", name="tpe.toml")
     args = ["--space", str(space), "--study", "tpe", "--epochs", "1"]
     procs = [_worker(work, pg_url, *args) for _ in range(2)]
     outs = [p.communicate(timeout=TIMEOUT_S)[0] for p in procs]
