@@ -158,10 +158,9 @@ def process_video(recognizer, path: str | Path, out_dir: str | Path, every: int 
             last: list[Face] = []
             index = 0
             for chunk in frames.chunks(FRAMES_PER_BATCH):
-                todo = [(i, rgb) for i, rgb in enumerate(chunk) if (index + i) % every == 0]
-                prepared = [recognizer.prepare(rgb) for _, rgb in todo]
-                found = dict(zip((i for i, _ in todo),
-                                 recognizer.predict_prepared(prepared), strict=True))
+                picked = [i for i in range(len(chunk)) if (index + i) % every == 0]
+                prepared = [recognizer.prepare(chunk[i]) for i in picked]
+                found = dict(zip(picked, recognizer.predict_prepared(prepared), strict=True))
                 for i, rgb in enumerate(chunk):
                     if i in found:
                         last = found[i]
