@@ -24,8 +24,9 @@ from synth import jpeg_with_extraneous_bytes, make_faces
 
 from ferkit.classes import CLASSES
 from ferkit.data import FaceDataset, load_dataset
-from ferkit.data.images import ImageDecodeError, decode_face
+from ferkit.data.images import decode_face
 from ferkit.errors import DataError
+from ferkit.images import ImageDecodeError
 
 _EXTRA = int(os.environ.get("FERKIT_FUZZ_EXAMPLES", "0"))
 

@@ -139,11 +139,13 @@ def test_huge_png_is_rejected_from_its_header(tmp_path):
 
 
 def test_a_face_just_under_the_pixel_limit_is_not_rejected_by_the_check():
-    from ferkit.data.images import check_size
+    from ferkit.data.images import decode_face
+    from ferkit.images import ImageDecodeError
 
-    check_size(huge_png(1000, 1000))  # header only: nothing is decoded here
-    with pytest.raises(Exception, match="image too large: 8000x6000"):
-        check_size(huge_png(8000, 6000))
+    assert decode_face(huge_png(1000, 1000)).shape == (48, 48)
+    with pytest.raises(ImageDecodeError, match="image too large: 8000x6000") as info:
+        decode_face(huge_png(8000, 6000))
+    assert info.value.kind == "too_large"
 
 
 def test_folder_file_over_the_size_limit_is_not_read(tmp_path, monkeypatch):

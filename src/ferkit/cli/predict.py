@@ -1,13 +1,14 @@
-"""ferkit CLI: `ferkit predict` (images, folders, videos), `ferkit webcam` and `ferkit demo`."""
+"""ferkit CLI: `ferkit predict` (images, folders, videos), `ferkit webcam` and `ferkit demo`.
+
+Options and printing only: reading, recognising and writing outputs for many inputs is
+ferkit.recognition.batch.
+"""
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 import time
-from dataclasses import dataclass, field
-from itertools import groupby
 from pathlib import Path
 
 import typer
@@ -65,25 +66,6 @@ Examples:
   ferkit webcam --camera 1 --model runs/ferkit-vgg
 """
 
-DEFAULT_VIDEO_OUT = Path("ferkit-out")
-
-
-@dataclass
-class InputItem:
-    path: Path
-    kind: str  # "image", "video" or "error"
-    root: Path | None = None  # the folder it was found in (for output paths)
-    error: str = ""
-
-
-@dataclass
-class Summary:
-    processed: int = 0
-    failed: int = 0
-    faces: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-
 def _rate_column():
     """A Rich progress column showing items per second (Rich's own speed column is bytes/s)."""
     from rich.progress import ProgressColumn
@@ -94,43 +76,6 @@ def _rate_column():
             return Text(f"{task.speed:.1f}/s" if task.speed else "", style="progress.data.speed")
 
     return RateColumn()
-
-
-def collect_inputs(paths: list[Path]) -> list[InputItem]:
-    """Expand folders (recursively, image and video extensions) and classify each input."""
-    from ferkit.recognition.images import is_image_path, is_video_path
-
-    items: list[InputItem] = []
-    for path in paths:
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and (is_image_path(p) or is_video_path(p))
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not found:
-                items.append(InputItem(path, "error", error=f"{path}: folder holds no images "
-                                                            "or videos"))
-            for p in found:
-                items.append(InputItem(p, "video" if is_video_path(p) else "image", root=path))
-        elif not path.exists():
-            items.append(InputItem(path, "error", error=f"{path}: no such file or folder"))
-        else:
-            items.append(InputItem(path, "video" if is_video_path(path) else "image"))
-    return items
-
-
-def _output_path(out: Path, item: InputItem, used: set[Path], suffix: str) -> Path:
-    """Where the annotated copy of an image goes: mirrors folder structure, never overwrites."""
-    rel = Path(item.root.name) / item.path.relative_to(item.root) if item.root else \
-        Path(item.path.name)
-    ext = item.path.suffix.lower() if item.path.suffix.lower() in (".jpg", ".jpeg", ".png") \
-        else ".png"
-    target = out / rel.parent / f"{rel.stem}{suffix}{ext}"
-    n = 2
-    while target in used:
-        target = out / rel.parent / f"{rel.stem}{suffix}-{n}{ext}"
-        n += 1
-    used.add(target)
-    return target
 
 
 def _short(message: str, name: str) -> str:
@@ -161,17 +106,6 @@ def faces_table(rows: list[tuple[str, list]], title: str | None = None):
                           f"[bold]{face.expression}[/bold]", f"{face.score:.2f}", second,
                           ", ".join(face.flags))
     return table
-
-
-def _csv_header(classes: tuple[str, ...]) -> list[str]:
-    return ["input", "face", "x", "y", "w", "h", "expression", "score", *classes,
-            "detection_score", "flags"]
-
-
-def _csv_rows(name: str, faces: list, classes: tuple[str, ...]) -> list[list]:
-    return [[name, i, *face.box, face.expression, f"{face.score:.4f}",
-             *(f"{face.probabilities.get(c, 0.0):.4f}" for c in classes),
-             f"{face.detection_score:.3f}", ";".join(face.flags)] for i, face in enumerate(faces)]
 
 
 def _print_json(obj: dict) -> None:
@@ -208,10 +142,16 @@ def predict(
                                      "classifier runs (0 = one per core, at least 2)."),
 ) -> None:
     from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from ferkit.models.predictor import TTA_MODES
-    from ferkit.recognition.draw import annotate, save_image
-    from ferkit.recognition.pipeline import recognize_images
+    from ferkit.recognition.batch import ItemResult, collect_inputs, run_batch
     from ferkit.recognition.recognizer import Recognizer
 
     if tta not in TTA_MODES:
@@ -221,94 +161,46 @@ def predict(
     items = collect_inputs(list(inputs))
     rec = Recognizer(model=model, device=device, min_confidence=min_confidence, tta=tta,
                      backend=backend)
-    classes = tuple(rec.classes)
-    summary = Summary()
     table_rows: list[tuple[str, list]] = []
     video_notes: list[str] = []
-    csv_rows: list[list] = []
-    used: set[Path] = set()
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    show_progress = progress and err.is_terminal
     n_images = sum(1 for it in items if it.kind == "image")
-
-    def fail(item: InputItem, message: str) -> None:
-        summary.failed += 1
-        summary.failures.append((str(item.path), message))
-        if json_out:
-            _print_json({"input": str(item.path), "error": message})
-
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    _rate_column(), TimeRemainingColumn(), console=err, transient=True,
-                   disable=not show_progress)
-    image_seconds = 0.0  # wall time spent on runs of images (videos report their own fps)
+                   disable=not (progress and err.is_terminal))
+    image_task = bar.add_task("images", total=n_images) if n_images > 1 else None
+    video_tasks: dict[Path, object] = {}
 
-    def record_image(item: InputItem, result) -> None:
-        if result.error:
-            fail(item, result.error)
-            return
-        faces = result.faces
-        summary.processed += 1
-        summary.faces += len(faces)
-        record: dict = {"input": str(item.path), "faces": [f.to_dict() for f in faces]}
-        if out is not None:
-            target = _output_path(out, item, used, ".annotated")
-            save_image(annotate(result.loaded.array, faces, 1.0 / result.loaded.scale), target)
-            record["annotated"] = str(target)
-            csv_rows.extend(_csv_rows(str(item.path), faces, classes))
+    def on_frame(item, done: int, total: int) -> None:
+        if item.path not in video_tasks:
+            video_tasks[item.path] = bar.add_task(f"{item.path.name}", total=None)
+        bar.update(video_tasks[item.path], completed=done, total=total or None)
+
+    def on_result(result: ItemResult) -> None:
+        item = result.item
+        if item.path in video_tasks:
+            bar.remove_task(video_tasks.pop(item.path))
+        if item.kind == "image" and image_task is not None:
+            bar.advance(image_task)
         if json_out:
-            _print_json(record)
-        else:
-            table_rows.append((str(item.path), faces))
+            _print_json(result.to_dict())
+        elif result.video is not None:
+            video_notes.append(_video_note(result.video, every))
+        elif not result.error:
+            table_rows.append((str(item.path), result.faces))
 
     with bar:
-        image_task = bar.add_task("images", total=n_images) if n_images > 1 else None
-        for kind, group in groupby(items, key=lambda it: it.kind):
-            group = list(group)
-            if kind == "error":
-                for item in group:
-                    fail(item, item.error)
-            elif kind == "video":
-                for item in group:
-                    try:
-                        faces_found = _run_video(rec, item, out, every, bar, json_out,
-                                                 video_notes)
-                    except FerkitError as exc:
-                        fail(item, str(exc))
-                        continue
-                    summary.processed += 1
-                    summary.faces += faces_found
-            else:  # a run of images: read and detected in threads, classified in batches
-                started = time.perf_counter()
-                results = recognize_images(rec, [it.path for it in group], workers=workers)
-                for item, result in zip(group, results, strict=True):
-                    record_image(item, result)
-                    if image_task is not None:
-                        bar.advance(image_task)
-                image_seconds += time.perf_counter() - started
+        summary = run_batch(rec, items, out=out, every=every, workers=workers,
+                            on_result=on_result, on_frame=on_frame)
 
-    if out is not None and n_images:
-        csv_path = out / "results.csv"
-        with open(csv_path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(_csv_header(classes))
-            writer.writerows(csv_rows)
     if not json_out and table_rows:
         console.print(faces_table(table_rows))
     for note in video_notes:
         console.print(note, highlight=False)
     report = err if json_out else console
-    total = summary.processed + summary.failed
-    speed = (f"; images in {image_seconds:.1f} s ({n_images / image_seconds:.1f}/s)"
-             if n_images > 1 and image_seconds > 0 else "")
+    total = summary.total
+    speed = (f"; images in {summary.image_seconds:.1f} s "
+             f"({n_images / summary.image_seconds:.1f}/s)"
+             if n_images > 1 and summary.image_seconds > 0 else "")
     report.print(f"{total} input(s): {summary.processed} processed, {summary.failed} failed, "
                  f"{summary.faces} face(s) found{speed}"
                  + (f"; outputs in {out}" if out is not None and summary.processed else ""))
@@ -321,35 +213,14 @@ def predict(
         raise FerkitError(f"every input failed ({summary.failed} of {total})")
 
 
-def _run_video(rec, item: InputItem, out: Path | None, every: int, bar, json_out: bool,
-               notes: list[str]) -> int:
-    """Process one video with a progress bar; prints its JSON line (or adds a summary note to
-    `notes`); returns the number of faces found."""
-    from ferkit.recognition.video import process_video
-
-    out_dir = out if out is not None else DEFAULT_VIDEO_OUT
-    if item.root is not None and out is not None:
-        out_dir = out / item.root.name / item.path.relative_to(item.root).parent
-    task = bar.add_task(f"{item.path.name}", total=None)
-
-    def on_frame(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total or None)
-
-    try:
-        result = process_video(rec, item.path, out_dir, every=every, on_frame=on_frame)
-    finally:
-        bar.remove_task(task)
-    if json_out:
-        _print_json(result.to_dict())
-    else:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(result.summary().items(),
-                                                          key=lambda kv: -kv[1])) or "none"
-        notes.append(
-            f"[bold]{item.path}[/bold]: {result.frames_read} frames at {result.fps:.1f} fps, "
+def _video_note(result, every: int) -> str:
+    """The closing lines about one video (the table is for images)."""
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.summary().items(),
+                                                      key=lambda kv: -kv[1])) or "none"
+    return (f"[bold]{result.input}[/bold]: {result.frames_read} frames at {result.fps:.1f} fps, "
             f"{len(result.frames)} processed (every {every}), {result.n_faces} face(s); "
             f"largest face per frame: {counts}\n  wrote {result.outputs['video']}, "
             f"{result.outputs['csv']}, {result.outputs['json']}, {result.outputs['plot']}")
-    return result.n_faces
 
 
 def webcam(
@@ -400,10 +271,8 @@ def demo(
     console.print(faces_table([(photo.name, faces)],
                               title=f"{len(faces)} face(s) in {photo.name} ({took * 1000:.0f} ms)"))
     out.mkdir(parents=True, exist_ok=True)
-    annotated = save_image(annotate(loaded.array, faces, 1.0 / loaded.scale),
-                           out / f"{photo.stem}.annotated.jpg")
-    figure = demo_figure(loaded.array, faces, out / f"{photo.stem}.figure.png",
-                         scale=1.0 / loaded.scale, classes=rec.classes,
+    annotated = save_image(annotate(loaded, faces), out / f"{photo.stem}.annotated.jpg")
+    figure = demo_figure(loaded, faces, out / f"{photo.stem}.figure.png", classes=rec.classes,
                          title=f"{photo.name}: {len(faces)} face(s), model {rec.predictor.arch}")
     console.print(f"wrote {annotated} and {figure} ({time.perf_counter() - start:.1f} s in all)",
                   highlight=False)

@@ -30,7 +30,7 @@ from ferkit.data.dataset import FaceDataset, LoadWarning, SkippedItem
 log = logging.getLogger(__name__)
 
 # Bump whenever decoding or layout rules, or the key, change what a source loads as.
-LOADER_VERSION = 2
+LOADER_VERSION = 3
 CONTENT_HASH = "sha256"  # hardware-accelerated almost everywhere; ~2x blake2b here
 _BLOCK = 1 << 20
 
@@ -70,7 +70,8 @@ def folder_fingerprint(root: Path, listing: list[tuple[str, int, int]]) -> str:
     entry is enough; image files over the size limit are rejected unread, likewise. Files are
     read with os.open/os.read: half the cost of open() on 35,000 small faces.
     """
-    from ferkit.data.images import MAX_IMAGE_FILE_BYTES, is_image_name, is_junk
+    from ferkit.data.images import MAX_IMAGE_FILE_BYTES, is_junk
+    from ferkit.images import is_image_name
 
     h = hashlib.new(CONTENT_HASH)
     base = os.path.join(root, "")

@@ -41,15 +41,9 @@ import numpy as np
 from ferkit.classes import CLASSES, FACE_SIZE, class_index
 from ferkit.data import cstderr
 from ferkit.data.dataset import LoadWarning, SkippedItem
-from ferkit.data.images import (
-    MAX_IMAGE_FILE_BYTES,
-    ImageDecodeError,
-    decode_face,
-    is_image_name,
-    is_junk,
-    quiet_opencv,
-)
+from ferkit.data.images import MAX_IMAGE_FILE_BYTES, decode_face, is_junk, quiet_opencv
 from ferkit.errors import DataError
+from ferkit.images import ImageDecodeError, is_image_name
 
 log = logging.getLogger(__name__)
 

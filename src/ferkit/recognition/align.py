@@ -99,15 +99,6 @@ def warp_face(gray: np.ndarray, matrix: np.ndarray, size: int = FACE_SIZE) -> np
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-def to_gray(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) RGB -> (H, W) uint8 luma (ITU-R 601, as PIL's convert('L'))."""
-    import cv2
-
-    if rgb.ndim == 2:
-        return rgb
-    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-
-
 def align_face(gray: np.ndarray, detection: Detection, size: int = FACE_SIZE) -> np.ndarray:
     """The aligned size x size grayscale crop of one detected face."""
     return warp_face(gray, alignment_matrix(detection, size), size)

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ferkit.classes import CLASSES
+from ferkit.images import DecodedImage
 from ferkit.recognition.face import Face
 
 # One colour per expression (RGB), readable on photos; also used by the plots.
@@ -47,13 +48,22 @@ def face_label(face: Face) -> str:
     return label
 
 
-def annotate(rgb: np.ndarray, faces: Sequence[Face], scale: float = 1.0,
+def _pixels(picture: np.ndarray | DecodedImage) -> tuple[np.ndarray, float]:
+    """The RGB array to draw on and the factor from box (original) coordinates to it."""
+    if isinstance(picture, DecodedImage):
+        return picture.array, 1.0 / picture.scale
+    return picture, 1.0
+
+
+def annotate(picture: np.ndarray | DecodedImage, faces: Sequence[Face],
              extra_text: str | None = None) -> np.ndarray:
     """Copy of an RGB image with each face's box, expression and score drawn on it.
 
-    scale: factor from the faces' box coordinates to this image's pixels (for a downscaled copy).
+    picture: an RGB array the boxes refer to, or a DecodedImage (boxes in its original
+        coordinates are drawn on its possibly downscaled array).
     extra_text: a line drawn in the top-left corner (e.g. "12.3 FPS").
     """
+    rgb, scale = _pixels(picture)
     image = Image.fromarray(np.ascontiguousarray(rgb))
     draw = ImageDraw.Draw(image)
     short = min(image.size)
@@ -116,7 +126,7 @@ def _face_panels(fig, cells, faces: Sequence[Face], classes: Sequence[str]) -> N
                          color="black")
 
 
-def demo_figure(rgb: np.ndarray, faces: Sequence[Face], path: Path, scale: float = 1.0,
+def demo_figure(picture: np.ndarray | DecodedImage, faces: Sequence[Face], path: Path,
                 classes: Sequence[str] = CLASSES, title: str = "") -> Path:
     """The photo with boxes | per face: the 48x48 crop the model saw and its 7 probabilities.
 
@@ -124,6 +134,7 @@ def demo_figure(rgb: np.ndarray, faces: Sequence[Face], path: Path, scale: float
     """
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
+    rgb, _ = _pixels(picture)
     h, w = rgb.shape[:2]
     n = len(faces)
     wide = w / h > 1.6
@@ -145,7 +156,7 @@ def demo_figure(rgb: np.ndarray, faces: Sequence[Face], path: Path, scale: float
                                 wspace=0.1)
         ax = fig.add_subplot(grid[:, 0])
         cells = [grid[i, 1] for i in range(n)]
-    ax.imshow(annotate(rgb, faces, scale))
+    ax.imshow(annotate(picture, faces))
     ax.set_axis_off()
     ax.set_title(title or f"{n} face(s)", fontsize=11)
     if not faces:

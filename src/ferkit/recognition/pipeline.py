@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ferkit.devices import cpu_count
 from ferkit.errors import FerkitError
+from ferkit.images import DecodedImage
 from ferkit.recognition.face import Face
-from ferkit.recognition.images import LoadedImage
 from ferkit.recognition.recognizer import Prepared, Recognizer
 
 
@@ -33,7 +33,7 @@ class ImageResult:
 
     path: Path
     faces: list[Face] = field(default_factory=list)
-    loaded: LoadedImage | None = None  # the picture as read (for annotating); None on error
+    loaded: DecodedImage | None = None  # the picture as read (for annotating); None on error
     error: str = ""
 
 

@@ -21,20 +21,20 @@ import numpy as np
 from PIL import Image
 
 from ferkit.classes import FACE_SIZE
-from ferkit.data.images import to_face
-from ferkit.recognition.align import align_face, quality_flags, to_gray
+from ferkit.images import DecodedImage, to_face, to_gray
+from ferkit.recognition.align import align_face, quality_flags
 from ferkit.recognition.detector import Detection, Detector, YuNetDetector
 from ferkit.recognition.face import Face
-from ferkit.recognition.images import LoadedImage, load_image
+from ferkit.recognition.images import load_image
 
-ImageInput = str | Path | Image.Image | np.ndarray | LoadedImage
+ImageInput = str | Path | Image.Image | np.ndarray | DecodedImage
 
 
 @dataclass
 class Prepared:
     """An image after detection and alignment, before classification."""
 
-    loaded: LoadedImage
+    loaded: DecodedImage
     detections: list[Detection]  # in pixels of loaded.array, left to right
     crops: np.ndarray  # (N, 48, 48) uint8 aligned faces
 
@@ -122,17 +122,17 @@ class Recognizer:
         if arr.dtype != np.uint8:
             arr = np.clip(arr, 0, 255).astype(np.uint8)
         if arr.shape[1:] != (FACE_SIZE, FACE_SIZE):
-            arr = np.stack([to_face(a) for a in arr])  # the data layer's centre-crop + resize
+            arr = np.stack([to_face(a) for a in arr])  # FER's framing, as for dataset faces
         return self.predictor.predict_proba(np.ascontiguousarray(arr), tta=self.tta)
 
     # -- detection and alignment ----------------------------------------------------------
-    def _detect(self, loaded: LoadedImage) -> list[Detection]:
+    def _detect(self, loaded: DecodedImage) -> list[Detection]:
         """Detections in pixels of loaded.array, left to right."""
         found = list(self.detector.detect(loaded.array))
         found.sort(key=lambda d: (d.box[0], d.box[1]))
         return found
 
-    def _detect_and_align(self, loaded: LoadedImage) -> tuple[list[Detection], np.ndarray]:
+    def _detect_and_align(self, loaded: DecodedImage) -> tuple[list[Detection], np.ndarray]:
         """Detections in pixels of loaded.array (left to right) and their aligned crops."""
         found = self._detect(loaded)
         if not found:
@@ -166,12 +166,16 @@ class Recognizer:
         """Face records for a prepared image from its crops' (N, 7) probabilities; boxes and
         landmarks in pixels of the original image."""
         s = prepared.loaded.scale
+        width, height = prepared.loaded.original_size
         faces = []
         for det, crop, p in zip(prepared.detections, prepared.crops, probs, strict=True):
             best = int(np.argmax(p))
             x, y, w, h = (v * s for v in det.box)
+            # Clipped to the picture: a detector may reach past the edge of a face it cuts.
+            x0, y0 = max(0, round(x)), max(0, round(y))
+            x1, y1 = min(width, round(x + w)), min(height, round(y + h))
             faces.append(Face(
-                box=(round(x), round(y), round(w), round(h)),
+                box=(x0, y0, max(0, x1 - x0), max(0, y1 - y0)),
                 expression=self.classes[best],
                 score=float(p[best]),
                 probabilities={c: float(v) for c, v in zip(self.classes, p, strict=True)},

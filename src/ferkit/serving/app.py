@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from ferkit import __version__
+from ferkit.classes import FACE_SIZE
 from ferkit.errors import FerkitError
 from ferkit.serving.engine import Engine
 from ferkit.serving.limits import (
@@ -315,7 +316,7 @@ def create_app(engine: Engine, limits: Limits | None = None, *, threads: int | N
 
         image = await decode(request, decode_image, data, limits)
         faces = await in_pool(engine.predict, image)
-        return {"faces": faces, "width": image.width, "height": image.height,
+        return {"faces": faces, "width": image.original_size[0], "height": image.original_size[1],
                 "model": engine.name, "elapsed_ms": round((time.perf_counter() - start) * 1000, 2)}
 
     @app.post("/v1/classify", tags=["recognition"], openapi_extra={"requestBody": CLASSIFY_BODY},
@@ -479,7 +480,7 @@ def docs_page(spec: dict[str, Any]) -> str:
 
 def _stack(faces: list[np.ndarray]) -> np.ndarray:
     if not faces:
-        return np.zeros((0, 48, 48), dtype=np.uint8)
+        return np.zeros((0, FACE_SIZE, FACE_SIZE), dtype=np.uint8)
     return np.stack(faces).astype(np.uint8)
 
 

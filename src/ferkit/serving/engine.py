@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from ferkit.classes import FACE_SIZE
+from ferkit.images import DecodedImage
 from ferkit.serving.batching import MicroBatcher
-from ferkit.serving.limits import DecodedImage
 
 log = logging.getLogger("ferkit.serve")
 
@@ -135,21 +135,10 @@ class Engine:
             log.exception("model warm-up failed")
 
     def predict(self, image: DecodedImage) -> list[dict[str, Any]]:
-        """Faces in a decoded upload, boxes in the upload's own pixel coordinates."""
+        """Faces in a decoded upload, boxes in the upload's own pixel coordinates (the
+        Recognizer maps them from the shrunk copy it detected on)."""
         self._count("predict")
-        faces = self.recognizer.predict(image.rgb)
-        out = []
-        inv = 1.0 / image.scale if image.scale > 0 else 1.0
-        for face in faces:
-            d = face.to_dict()
-            if inv != 1.0:
-                x, y, w, h = d["box"]
-                x0, y0 = max(0, round(x * inv)), max(0, round(y * inv))
-                x1 = min(image.width, round((x + w) * inv))
-                y1 = min(image.height, round((y + h) * inv))
-                d["box"] = [x0, y0, max(0, x1 - x0), max(0, y1 - y0)]
-            out.append(d)
-        return out
+        return [face.to_dict() for face in self.recognizer.predict(image)]
 
     def classify(self, faces: np.ndarray) -> np.ndarray:
         """(n, 48, 48) uint8 -> (n, classes) probabilities, through the batcher (blocking)."""
