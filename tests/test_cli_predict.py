@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -105,6 +106,20 @@ def test_single_image_out(monkeypatch, capsys, checkpoint, tmp_path):
     assert code == 0
     assert (tmp_path / "o" / "in.annotated.png").exists()
     assert (tmp_path / "o" / "results.csv").exists()
+
+
+def test_jpe_photo_is_accepted(monkeypatch, capsys, checkpoint, tmp_path):
+    """`.jpe` is in the one extension set the data loaders use too (ferkit.images)."""
+    jpe = tmp_path / "x.jpe"
+    shutil.copy(grace_hopper_path(), jpe)
+    (tmp_path / "dir").mkdir()
+    shutil.copy(grace_hopper_path(), tmp_path / "dir" / "y.jpe")
+    code, out, _ = run(monkeypatch, capsys, "predict", jpe, tmp_path / "dir", "--json",
+                       "--model", checkpoint)
+    assert code == 0
+    records = [json.loads(line) for line in out.strip().splitlines()]
+    assert [Path(r["input"]).name for r in records] == ["x.jpe", "y.jpe"]
+    assert all(len(r["faces"]) == 1 for r in records)
 
 
 def test_every_input_failed_exits_1(monkeypatch, capsys, checkpoint, tmp_path):
