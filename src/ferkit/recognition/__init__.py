@@ -3,9 +3,11 @@
     from ferkit.recognition import Recognizer   # also ferkit.Recognizer
     faces = Recognizer().predict("photo.jpg")
 
-Modules: images (reading any image safely), detector (YuNet behind a small interface), align
-(FER2013-style 48x48 crops, quality flags), recognizer (the pipeline), draw (annotated images,
-figures), video (per-frame results), live (webcam), samples (the bundled sample photo).
+Modules: images (paths, PIL images and arrays through the shared decoder, ferkit.images),
+detector (YuNet behind a small interface), align (FER2013-style 48x48 crops, quality flags),
+recognizer (the pipeline), pipeline (folders: threads + batches), batch (`ferkit predict`'s
+inputs and outputs), draw (annotated images, figures), video (per-frame results), live
+(webcam), samples (the bundled sample photo).
 """
 
 from ferkit.recognition.face import Face
