@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ferkit.models import create_model
-from ferkit.training.search_space import (
+from ferkit.sweeps.space import (
     PRESETS,
     Param,
     SearchSpaceError,
@@ -164,10 +164,14 @@ def test_every_grid_cell_builds_a_model(name):
         assert create_model("configurable-cnn", **kwargs).eval()(x).shape == (2, 7)
 
 
-def test_example_files_parse_and_match_the_presets():
+def test_presets_are_the_packaged_files_and_the_examples_are_copies_of_them():
+    packaged = ROOT / "src" / "ferkit" / "sweeps" / "presets"
+    assert PRESETS == tuple(sorted(f.stem for f in packaged.glob("*.toml")))
     files = sorted((ROOT / "sweeps").glob("*.toml"))
     assert {f.stem for f in files} >= set(PRESETS)
     for f in files:
-        space = load_space(f)
+        space = load_space(f)  # every example parses (transfer.toml is an example only)
         if f.stem in PRESETS:
+            # README commands use sweeps/NAME.toml: the same bytes as --preset NAME
+            assert f.read_bytes() == (packaged / f.name).read_bytes(), f
             assert space.to_dict() == preset(f.stem).to_dict(), f

@@ -1,6 +1,7 @@
 """Sweep search spaces: a small TOML file or a named preset -> the parameters Optuna samples.
 
-A search space file (see sweeps/*.toml):
+A search space file (the presets are such files, in ferkit/sweeps/presets/; sweeps/*.toml in the
+repository are copies to start from):
 
     description = "learning rate and width"   # optional
     sampler = "tpe"        # grid | tpe | random  (grid: every combination exactly once)
@@ -34,6 +35,7 @@ import itertools
 import math
 import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -356,53 +358,28 @@ def _train_fields() -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# presets: the source project's experiment grid, plus a real hyper-parameter search
+# presets: the source project's experiment grid, plus a real hyper-parameter search. They are
+# package data (ferkit/sweeps/presets/*.toml), the same format as a --space file.
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "conv-stages": {
-        "description": "configurable-cnn with 2, 3, 4 and 5 conv stages (source project grid)",
-        "sampler": "grid",
-        "train": {"model": "configurable-cnn"},
-        "model": {"filters": 64, "kernel_size": 3, "fc_layers": 2, "fc_units": 512},
-        "params": {"model": {"stages": [2, 3, 4, 5]}},
-    },
-    "fc-layers": {
-        "description": "configurable-cnn with 1 to 4 fully connected layers (source project grid)",
-        "sampler": "grid",
-        "train": {"model": "configurable-cnn"},
-        "model": {"stages": 4, "filters": 64, "kernel_size": 3, "fc_units": 512},
-        "params": {"model": {"fc_layers": [1, 2, 3, 4]}},
-    },
-    "widths": {
-        "description": "configurable-cnn conv kernels x FC neurons (source project grid)",
-        "sampler": "grid",
-        "train": {"model": "configurable-cnn"},
-        "model": {"stages": 4, "kernel_size": 3, "fc_layers": 2},
-        "params": {"model": {"filters": [16, 32, 64], "fc_units": [256, 512, 1024]}},
-    },
-    "tune": {
-        "description": "TPE search over lr, weight decay, augmentation, label smoothing and width, "
-                       "pruning poor trials",
-        "sampler": "tpe",
-        "pruner": "median",
-        "trials": 30,
-        "train": {"model": "configurable-cnn", "optimizer": "adamw", "schedule": "onecycle"},
-        "model": {"stages": 4, "kernel_size": 3, "fc_layers": 2, "fc_units": 512},
-        "params": {
-            "lr": {"type": "log", "low": 3e-4, "high": 1e-2},
-            "weight_decay": {"type": "log", "low": 1e-4, "high": 0.2},
-            "augment": ["light", "default", "strong"],
-            "label_smoothing": {"type": "float", "low": 0.0, "high": 0.2},
-            "model": {"filters": [32, 48, 64, 96]},
-        },
-    },
-}
+_PRESET_DIR = "presets"
+
+
+def _preset_files() -> dict[str, Any]:
+    """Preset name -> its packaged TOML file (an importlib.resources Traversable)."""
+    root = resources.files("ferkit.sweeps") / _PRESET_DIR
+    return {f.name[:-5]: f for f in sorted(root.iterdir(), key=lambda f: f.name)
+            if f.name.endswith(".toml")}
+
+
+PRESETS: tuple[str, ...] = tuple(_preset_files())
 
 
 def preset(name: str) -> SearchSpace:
-    if name not in PRESETS:
-        raise SearchSpaceError(f"unknown sweep preset {name!r}; presets: {', '.join(PRESETS)}")
-    return parse_space(PRESETS[name], source=f"preset {name}", default_name=name)
+    files = _preset_files()
+    if name not in files:
+        raise SearchSpaceError(f"unknown sweep preset {name!r}; presets: {', '.join(files)}")
+    data = tomllib.loads(files[name].read_text(encoding="utf-8"))
+    return parse_space(data, source=f"preset {name}", default_name=name)
 
 
 def resolve_space(preset_name: str | None = None, space_file: str | Path | None = None
