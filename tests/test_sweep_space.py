@@ -166,7 +166,7 @@ def test_every_grid_cell_builds_a_model(name):
 
 def test_presets_are_the_packaged_files_and_the_examples_are_copies_of_them():
     packaged = ROOT / "src" / "ferkit" / "sweeps" / "presets"
-    assert PRESETS == tuple(sorted(f.stem for f in packaged.glob("*.toml")))
+    assert tuple(sorted(f.stem for f in packaged.glob("*.toml"))) == PRESETS
     files = sorted((ROOT / "sweeps").glob("*.toml"))
     assert {f.stem for f in files} >= set(PRESETS)
     for f in files:
