@@ -39,7 +39,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ferkit.errors import FerkitError
+from ferkit.errors import ConfigError, FerkitError
+from ferkit.training.config import check_type, field_names
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -236,21 +237,25 @@ def parse_space(data: dict[str, Any], source: str, default_name: str = "sweep") 
         raise fail("seed", f"must be an integer, got {seed!r}")
     train = _table(data.get("train", {}), "train", fail)
     model = _table(data.get("model", {}), "model", fail)
-    fields = _train_fields()
-    for key in train:
-        if fields and key not in fields:
+    fields = set(field_names())
+    for key, value in train.items():
+        if key not in fields:
             raise fail(f"train.{key}", "not a training option (see `ferkit train --help`)")
         if key in ("model_kwargs",):
             raise fail(f"train.{key}", "put model kwargs in the [model] table")
+        _check_option(key, value, f"train.{key}", fail)
     raw_params = dict(_table(data.get("params", {}), "params", fail))
     raw_model_params = _table(raw_params.pop("model", {}), "params.model", fail)
     params: list[Param] = []
     for key, spec in raw_params.items():
-        if fields and key not in fields:
+        if key not in fields:
             raise fail(f"params.{key}", "not a training option; model kwargs go in [params.model]")
         if key in ("model_kwargs", "data", "out", "resume"):
             raise fail(f"params.{key}", "cannot be swept")
-        params.append(_param(key, spec, f"params.{key}", fail))
+        param = _param(key, spec, f"params.{key}", fail)
+        for value in param.choices or (param.low, param.high):
+            _check_option(key, value, f"params.{key}", fail)
+        params.append(param)
     for key, spec in raw_model_params.items():
         params.append(_param(MODEL_PREFIX + key, spec, f"params.model.{key}", fail))
     if not params:
@@ -349,12 +354,12 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _train_fields() -> set[str]:
+def _check_option(name: str, value: Any, key: str, fail) -> None:
+    """A value the training option `name` takes (its type, as TrainConfig.override checks it)."""
     try:
-        from ferkit.training.config import TrainConfig
-    except ImportError:  # pragma: no cover
-        return set()
-    return {f.name for f in dataclasses.fields(TrainConfig)}
+        check_type(name, value)
+    except ConfigError as exc:
+        raise fail(key, str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------

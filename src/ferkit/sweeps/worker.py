@@ -75,12 +75,11 @@ def run_trial(study: Any, trial: Any, values: dict[str, Any], space: SearchSpace
 
     train_kw, model_kwargs = space.apply(values)
     shared = {k: v for k, v in (attr.get("train") or {}).items() if v is not None}
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings = {**train_kw, **shared, **options.train_overrides()}
     run_dir = _run_dir(Path(attr.get("runs") or options.runs), study.study_name, trial.number)
-    config = TrainConfig(**{k: v for k, v in settings.items() if k in fields},
-                         data=options.data or attr.get("data", ""), model_kwargs=model_kwargs,
-                         out=str(run_dir), threads=options.threads)
+    settings = {**train_kw, **shared, **options.train_overrides(),
+                "data": options.data or attr.get("data", ""), "model_kwargs": model_kwargs,
+                "out": str(run_dir), "threads": options.threads}
+    config = TrainConfig().override(settings, f"study {study.study_name}, trial {trial.number}")
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("model", config.model)
     trial.set_user_attr("worker", WORKER)
