@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -209,7 +210,7 @@ class TrainConfig(Recipe, RuntimeOptions):
 
     def validated(self) -> TrainConfig:
         """A copy with None options resolved; raises ConfigError on a value that cannot work."""
-        c = dataclasses.replace(self, model_kwargs=dict(self.model_kwargs))
+        c = dataclasses.replace(self)  # check_type copies model_kwargs
         if isinstance(c.amp, bool):  # configs before --amp took a mode: true/false
             c.amp = "auto" if c.amp else "off"
         for f in dataclasses.fields(c):
@@ -326,8 +327,8 @@ def check_type(name: str, value: Any, where: str = "", cls: type | None = None) 
         return value
     if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value) if isinstance(value, int) else value
-    if kind is str and isinstance(value, str):
-        return value
+    if kind is str and isinstance(value, str | os.PathLike):
+        return os.fspath(value)  # a Path for data, out or teacher: stored as its string
     if kind is dict and isinstance(value, dict):
         return dict(value)
     raise ConfigError(f"{opt} {value!r}{where}: expected {_KIND_NAMES[kind]}")
