@@ -1,5 +1,6 @@
 """Sweep search spaces: TOML parsing, errors that name the file and key, presets, examples."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,15 @@ def test_presets_are_the_packaged_files_and_the_examples_are_copies_of_them():
             # README commands use sweeps/NAME.toml: the same bytes as --preset NAME
             assert f.read_bytes() == (packaged / f.name).read_bytes(), f
             assert space.to_dict() == preset(f.stem).to_dict(), f
+
+
+def test_presets_ship_as_package_data_and_sweeps_modules_import_downwards_only():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"sweeps/presets/*.toml"' in pyproject  # else a wheel install has no presets
+    order = ["space", "storage", "study", "worker", "report"]
+    for i, name in enumerate(order):
+        text = (ROOT / "src" / "ferkit" / "sweeps" / f"{name}.py").read_text()
+        imported = set(re.findall(r"from ferkit\.sweeps\.(\w+) import", text))
+        imported |= set(re.findall(r"from ferkit\.sweeps import (\w+)", text))
+        later = set(order[i:])  # itself and the modules after it
+        assert not imported & later, (name, imported & later)
