@@ -11,13 +11,13 @@ Loads the dataset (timed apart: a first load decodes the JPEGs, later ones hit f
 then trains the recipe with ferkit.training.train and stops after the first epoch whose val
 accuracy (FER2013 PublicTest) reaches --target. Prints the data-load time, the training-step time
 and the wall time from the start of training to that epoch (evaluation and checkpoints
-included). Extra trainer options go through --set KEY=VALUE (any TrainConfig field).
+included). Extra trainer options go through --set KEY=VALUE (any TrainConfig field), checked
+and parsed by TrainConfig.override like `ferkit train`'s options.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import tempfile
 import time
@@ -48,10 +48,17 @@ def main() -> None:
                         help="train all epochs even after the target is reached")
     args = parser.parse_args()
 
+    from ferkit.training.config import TrainConfig, parse_overrides
+
+    extra = parse_overrides(args.set)
+    recipe = {"data": args.data, "model": args.model, "epochs": args.epochs,
+              "batch_size": args.batch_size, "lr": args.lr, "limit": args.limit,
+              "device": args.device, "seed": args.seed, "compile": args.compile}
+    TrainConfig().override({**recipe, **extra}, "--set").validated()  # fail before loading
+
     import torch
 
     from ferkit.data import load_dataset
-    from ferkit.training.config import TrainConfig
     from ferkit.training.run_dir import read_metrics
     from ferkit.training.trainer import train
 
@@ -59,18 +66,9 @@ def main() -> None:
     dataset = load_dataset(args.data)
     load_seconds = time.perf_counter() - t0
 
-    extra = {}
-    for item in args.set:
-        key, _, raw = item.partition("=")
-        try:
-            extra[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            extra[key] = raw
     with tempfile.TemporaryDirectory() as tmp:
-        config = TrainConfig(data=args.data, model=args.model, epochs=args.epochs,
-                             batch_size=args.batch_size, lr=args.lr, limit=args.limit,
-                             device=args.device, seed=args.seed, compile=args.compile,
-                             out=args.out or f"{tmp}/run", **extra)
+        config = TrainConfig().override({**recipe, "out": args.out or f"{tmp}/run", **extra},
+                                        "--set")
         reached = {}
         t_train = time.perf_counter()
 

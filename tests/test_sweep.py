@@ -18,9 +18,11 @@ from typer.testing import CliRunner  # noqa: E402
 
 from ferkit.cli.app import app  # noqa: E402
 from ferkit.models.predictor import Predictor  # noqa: E402
-from ferkit.training import sweep as sw  # noqa: E402
-from ferkit.training import sweep_report as sr  # noqa: E402
-from ferkit.training.search_space import load_space, parse_space  # noqa: E402
+from ferkit.sweeps import report as sr  # noqa: E402
+from ferkit.sweeps.space import load_space, parse_space  # noqa: E402
+from ferkit.sweeps.storage import SweepError, open_storage  # noqa: E402
+from ferkit.sweeps.study import SweepOptions, claim_trial, create_or_join_study  # noqa: E402
+from ferkit.sweeps.worker import run_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTRS = ("epochs", "wall_seconds", "train_loss", "train_acc", "val_loss", "val_acc", "run_dir")
@@ -38,8 +40,8 @@ def grid_sweep(tmp_path_factory, dataset):
     space = load_space(tiny_grid_space(tmp))
     url = f"sqlite:///{tmp / 'sweeps.db'}"
     lines: list[str] = []
-    options = sw.SweepOptions(epochs=1, device="cpu", storage=url, runs=str(tmp / "runs"))
-    summary = sw.run_sweep(space, options, dataset=dataset, say=lines.append)
+    options = SweepOptions(epochs=1, device="cpu", storage=url, runs=str(tmp / "runs"))
+    summary = run_sweep(space, options, dataset=dataset, say=lines.append)
     return tmp, url, summary, lines
 
 
@@ -69,24 +71,25 @@ def test_grid_sweep_stores_every_trial_with_user_attrs(grid_sweep):
 def test_finished_grid_runs_nothing_more(grid_sweep, dataset):
     _, url, _, _ = grid_sweep
     space = load_space(Path(grid_sweep[0]) / "tiny.toml")
-    options = sw.SweepOptions(epochs=1, device="cpu", storage=url, runs=str(grid_sweep[0]))
-    summary = sw.run_sweep(space, options, dataset=dataset, say=lambda s: None)
+    options = SweepOptions(epochs=1, device="cpu", storage=url, runs=str(grid_sweep[0]))
+    summary = run_sweep(space, options, dataset=dataset, say=lambda s: None)
     assert summary.n_trials == 2
 
 
 def test_joining_with_another_space_or_options_is_refused(grid_sweep, dataset, tmp_path):
     tmp, url, _, _ = grid_sweep
     other = load_space(tiny_grid_space(tmp_path, stages=(1, 3)))
-    with pytest.raises(sw.SweepError, match="another search space"):
-        sw.run_sweep(other, sw.SweepOptions(epochs=1, storage=url), dataset=dataset)
+    with pytest.raises(SweepError, match="another search space"):
+        run_sweep(other, SweepOptions(epochs=1, storage=url), dataset=dataset)
     same = load_space(tmp / "tiny.toml")
-    with pytest.raises(sw.SweepError, match="epochs=3 .study: 1."):
-        sw.run_sweep(same, sw.SweepOptions(epochs=3, storage=url), dataset=dataset)
+    with pytest.raises(SweepError, match="epochs=3 .study: 1."):
+        run_sweep(same, SweepOptions(epochs=3, storage=url), dataset=dataset)
 
 
 def test_tpe_budget_and_pruning(tmp_path, dataset, monkeypatch):
     # a pruner that stops every trial after its first epoch
-    monkeypatch.setattr(sw, "_pruner", lambda space: optuna.pruners.ThresholdPruner(lower=1.1))
+    monkeypatch.setattr("ferkit.sweeps.study._pruner",
+                        lambda space: optuna.pruners.ThresholdPruner(lower=1.1))
     space = parse_space({
         "sampler": "tpe", "pruner": "median", "trials": 2,
         "train": {"model": "configurable-cnn", "batch_size": 32, "augment": "none"},
@@ -94,7 +97,7 @@ def test_tpe_budget_and_pruning(tmp_path, dataset, monkeypatch):
         "params": {"lr": {"type": "log", "low": 1e-3, "high": 1e-1}},
     }, source="test", default_name="prune")
     url = f"sqlite:///{tmp_path / 's.db'}"
-    summary = sw.run_sweep(space, sw.SweepOptions(epochs=3, device="cpu", storage=url,
+    summary = run_sweep(space, SweepOptions(epochs=3, device="cpu", storage=url,
                                                   runs=str(tmp_path)), dataset=dataset,
                            say=lambda s: None)
     assert summary.n_trials == 2 and summary.n_pruned == 2
@@ -107,36 +110,37 @@ def test_a_failed_grid_cell_is_queued_again(tmp_path):
     """claim_trial: trial k gets cell k; a failed cell is claimed again, nothing else twice."""
     space = load_space(tiny_grid_space(tmp_path, stages=(1, 2, 3)))
     url = f"sqlite:///{tmp_path / 's.db'}"
-    storage = sw.open_storage(url)
-    study, space, _, _ = sw.create_or_join_study(space, sw.SweepOptions(storage=url), storage)
+    storage = open_storage(url)
+    study, space, _, _ = create_or_join_study(space, SweepOptions(storage=url), storage)
     ts = optuna.trial.TrialState
-    claimed = [sw.claim_trial(study, space, 3, set()) for _ in range(3)]
+    claimed = [claim_trial(study, space, 3, set()) for _ in range(3)]
     assert sorted(v["model.stages"] for _, v in claimed) == [1, 2, 3]
-    assert sw.claim_trial(study, space, 3, set()) is None  # budget: 3 running trials
+    assert claim_trial(study, space, 3, set()) is None  # budget: 3 running trials
     (t0, v0), (t1, _), (t2, _) = claimed
     study.tell(t0, state=ts.FAIL)
     study.tell(t1, 0.5)
     study.tell(t2, 0.6)
-    retry, values = sw.claim_trial(study, space, 3, set())
+    retry, values = claim_trial(study, space, 3, set())
     assert values == v0 and retry.number == 3
     study.tell(retry, 0.4)
-    assert sw.claim_trial(study, space, 3, set()) is None
+    assert claim_trial(study, space, 3, set()) is None
     done = [t.params["model.stages"] for t in study.get_trials() if t.state == ts.COMPLETE]
     assert sorted(done) == [1, 2, 3]
 
 
 _RACER = textwrap.dedent("""
     import sys, time
-    from ferkit.training import sweep as sw
-    from ferkit.training.search_space import load_space
+    from ferkit.sweeps.space import load_space
+    from ferkit.sweeps.storage import open_storage, study_lock
+    from ferkit.sweeps.study import SweepOptions, claim_trial, create_or_join_study
     space = load_space(sys.argv[1])
-    options = sw.SweepOptions(storage=sys.argv[2], study="race")
-    storage = sw.open_storage(options.storage)
-    study, space, attr, _ = sw.create_or_join_study(space, options, storage)
+    options = SweepOptions(storage=sys.argv[2], study="race")
+    storage = open_storage(options.storage)
+    study, space, attr, _ = create_or_join_study(space, options, storage)
     n = 0
     while True:
-        with sw.study_lock(storage, options.storage, "race"):
-            claimed = sw.claim_trial(study, space, attr["budget"], set())
+        with study_lock(storage, options.storage, "race"):
+            claimed = claim_trial(study, space, attr["budget"], set())
         if claimed is None:
             break
         trial, values = claimed
@@ -225,9 +229,9 @@ def test_cli_sweep_report_prints_one_row_per_trial_and_json(grid_sweep, tmp_path
 
 def test_report_errors(grid_sweep, tmp_path):
     _, url, _, _ = grid_sweep
-    with pytest.raises(sw.SweepError, match="no study 'nope'.*tiny"):
+    with pytest.raises(SweepError, match="no study 'nope'.*tiny"):
         sr.load_study(url, "nope")
-    with pytest.raises(sw.SweepError, match="no such database file"):
+    with pytest.raises(SweepError, match="no such database file"):
         sr.load_study(f"sqlite:///{tmp_path / 'none.db'}")
 
 

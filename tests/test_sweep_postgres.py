@@ -22,7 +22,9 @@ from pg_support import find_bin, throwaway_postgres  # noqa: E402
 from synth import make_csv_dataset  # noqa: E402
 from test_sweep_helpers import tiny_grid_space, tiny_space  # noqa: E402
 
-from ferkit.training import sweep as sw  # noqa: E402
+from ferkit.sweeps.space import parse_space  # noqa: E402
+from ferkit.sweeps.storage import SweepError, engine_url, normalize_storage, open_storage  # noqa: E402
+from ferkit.sweeps.study import SweepOptions, create_or_join_study  # noqa: E402
 
 PG_BIN = find_bin()
 needs_server = pytest.mark.skipif(
@@ -67,7 +69,7 @@ def test_grid_on_postgres_every_cell_once_and_a_killed_workers_trial_is_retried(
     victim = _worker(work, pg_url, *args)
     survivor = _worker(work, pg_url, *args)
     procs = [victim, survivor]
-    storage = sw.open_storage(pg_url, heartbeat=False)
+    storage = open_storage(pg_url, heartbeat=False)
     try:
         # SIGKILL the victim once its trial is RUNNING and has finished an epoch
         deadline, killed = time.monotonic() + TIMEOUT_S, None
@@ -132,7 +134,7 @@ def test_tpe_on_postgres_two_workers_hold_the_budget(work, pg_url, tmp_path, mon
     outs = [p.communicate(timeout=TIMEOUT_S)[0] for p in procs]
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out
-    trials = _trials(sw.open_storage(pg_url, heartbeat=False), "tpe")
+    trials = _trials(open_storage(pg_url, heartbeat=False), "tpe")
     assert len(trials) == 5 and all(t.state == TS.COMPLETE for t in trials)  # the budget held
     assert len({t.params["lr"] for t in trials}) == 5
     assert len({t.user_attrs["run_dir"] for t in trials}) == 5
@@ -156,11 +158,11 @@ def test_postgres_urls_get_the_psycopg3_driver(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "psycopg2" else real(name, *a))
-    assert sw.normalize_storage("postgres://u:p@db/s") == "postgresql://u:p@db/s"
-    assert sw.engine_url("postgresql://u:p@db/s") == "postgresql+psycopg://u:p@db/s"
-    assert sw.engine_url("postgres://u@db/s") == "postgresql+psycopg://u@db/s"
-    assert sw.engine_url("postgresql+psycopg2://u@db/s") == "postgresql+psycopg2://u@db/s"
-    assert sw.engine_url("runs/s.db") == "sqlite:///runs/s.db"
+    assert normalize_storage("postgres://u:p@db/s") == "postgresql://u:p@db/s"
+    assert engine_url("postgresql://u:p@db/s") == "postgresql+psycopg://u:p@db/s"
+    assert engine_url("postgres://u@db/s") == "postgresql+psycopg://u@db/s"
+    assert engine_url("postgresql+psycopg2://u@db/s") == "postgresql+psycopg2://u@db/s"
+    assert engine_url("runs/s.db") == "sqlite:///runs/s.db"
 
 
 def test_a_missing_driver_names_the_extra():
@@ -168,21 +170,21 @@ def test_a_missing_driver_names_the_extra():
 
     if importlib.util.find_spec("pg8000") is not None:
         pytest.skip("needs a PostgreSQL driver that is not installed; pg8000 is")
-    with pytest.raises(sw.SweepError, match=r"ImportError.*pip install 'ferkit\[sweep-postgres\]'"):
-        sw.open_storage("postgresql+pg8000://u@127.0.0.1:1/db")
+    with pytest.raises(SweepError, match=r"ImportError.*pip install 'ferkit\[sweep-postgres\]'"):
+        open_storage("postgresql+pg8000://u@127.0.0.1:1/db")
 
 
 def test_workers_must_share_the_studys_heartbeat(tmp_path):
-    space = sw.parse_space({"sampler": "random", "trials": 2,
+    space = parse_space({"sampler": "random", "trials": 2,
                             "params": {"lr": {"type": "log", "low": 1e-3, "high": 1e-1}}},
                            source="test", default_name="hb")
     url = f"sqlite:///{tmp_path / 'hb.db'}"
-    storage = sw.open_storage(url)
-    sw.create_or_join_study(space, sw.SweepOptions(storage=url, heartbeat=2), storage)
+    storage = open_storage(url)
+    create_or_join_study(space, SweepOptions(storage=url, heartbeat=2), storage)
     assert (storage.heartbeat_interval, storage.grace_period) == (2, 8)
-    joiner = sw.open_storage(url)
-    sw.create_or_join_study(None, sw.SweepOptions(storage=url, study="hb"), joiner)
+    joiner = open_storage(url)
+    create_or_join_study(None, SweepOptions(storage=url, study="hb"), joiner)
     assert joiner.heartbeat_interval == 2  # the study's, not the default 30
-    with pytest.raises(sw.SweepError, match="runs with --heartbeat 2"):
-        sw.create_or_join_study(None, sw.SweepOptions(storage=url, study="hb", heartbeat=5),
-                                sw.open_storage(url))
+    with pytest.raises(SweepError, match="runs with --heartbeat 2"):
+        create_or_join_study(None, SweepOptions(storage=url, study="hb", heartbeat=5),
+                                open_storage(url))

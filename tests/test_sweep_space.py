@@ -1,12 +1,13 @@
 """Sweep search spaces: TOML parsing, errors that name the file and key, presets, examples."""
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
 from ferkit.models import create_model
-from ferkit.training.search_space import (
+from ferkit.sweeps.space import (
     PRESETS,
     Param,
     SearchSpaceError,
@@ -164,10 +165,26 @@ def test_every_grid_cell_builds_a_model(name):
         assert create_model("configurable-cnn", **kwargs).eval()(x).shape == (2, 7)
 
 
-def test_example_files_parse_and_match_the_presets():
+def test_presets_are_the_packaged_files_and_the_examples_are_copies_of_them():
+    packaged = ROOT / "src" / "ferkit" / "sweeps" / "presets"
+    assert tuple(sorted(f.stem for f in packaged.glob("*.toml"))) == PRESETS
     files = sorted((ROOT / "sweeps").glob("*.toml"))
     assert {f.stem for f in files} >= set(PRESETS)
     for f in files:
-        space = load_space(f)
+        space = load_space(f)  # every example parses (transfer.toml is an example only)
         if f.stem in PRESETS:
+            # README commands use sweeps/NAME.toml: the same bytes as --preset NAME
+            assert f.read_bytes() == (packaged / f.name).read_bytes(), f
             assert space.to_dict() == preset(f.stem).to_dict(), f
+
+
+def test_presets_ship_as_package_data_and_sweeps_modules_import_downwards_only():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"sweeps/presets/*.toml"' in pyproject  # else a wheel install has no presets
+    order = ["space", "storage", "study", "worker", "report"]
+    for i, name in enumerate(order):
+        text = (ROOT / "src" / "ferkit" / "sweeps" / f"{name}.py").read_text()
+        imported = set(re.findall(r"from ferkit\.sweeps\.(\w+) import", text))
+        imported |= set(re.findall(r"from ferkit\.sweeps import (\w+)", text))
+        later = set(order[i:])  # itself and the modules after it
+        assert not imported & later, (name, imported & later)

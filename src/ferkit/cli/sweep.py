@@ -87,14 +87,10 @@ def sweep_command(
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
-    from ferkit.training.search_space import resolve_space
-    from ferkit.training.sweep import (
-        DEFAULT_RUNS,
-        DEFAULT_STORAGE,
-        SweepError,
-        SweepOptions,
-        run_sweep,
-    )
+    from ferkit.sweeps.space import resolve_space
+    from ferkit.sweeps.storage import DEFAULT_STORAGE, SweepError
+    from ferkit.sweeps.study import DEFAULT_RUNS, SweepOptions
+    from ferkit.sweeps.worker import run_sweep
 
     if workers < 1:
         raise SweepError(f"--workers must be >= 1, got {workers}")
@@ -129,8 +125,8 @@ def report_command(
                             "(default RUNS/STUDY/report)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    from ferkit.training import sweep_report as sr
-    from ferkit.training.sweep import DEFAULT_STORAGE
+    from ferkit.sweeps import report as sr
+    from ferkit.sweeps.storage import DEFAULT_STORAGE
 
     url = storage or DEFAULT_STORAGE
     st = sr.load_study(url, study)
@@ -150,11 +146,11 @@ def report_command(
 
 
 def _print_table(report: dict) -> None:
-    from ferkit.training.sweep_report import table_rows
+    from ferkit.sweeps.report import table_rows
 
     header, cells = table_rows(report)
     if not sys.stdout.isatty():  # pipes and files get plain aligned text
-        from ferkit.training.sweep_report import plain_table
+        from ferkit.sweeps.report import plain_table
 
         typer.echo(f"study {report['study']} ({report['storage']}): {len(cells)} trials")
         typer.echo(plain_table(report))
@@ -171,7 +167,7 @@ def _print_table(report: dict) -> None:
 
 
 def presets_command() -> None:
-    from ferkit.training.search_space import PRESETS, preset
+    from ferkit.sweeps.space import PRESETS, preset
 
     for name in PRESETS:
         typer.echo(preset(name).summary())

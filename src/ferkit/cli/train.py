@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import ast
+import inspect
 import json
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,6 @@ HELP = (
     "-m ferkit train --data fer2013.zip --sync-bn   (on every node)"
 )
 
-# CLI options that map 1:1 onto TrainConfig fields (the field name is the key).
-_SCALAR_FIELDS = (
-    "data", "model", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
-    "schedule", "warmup", "label_smoothing", "grad_clip", "ema", "early_stopping", "balance",
-    "balance_power", "teacher", "distill_weight", "distill_temperature", "freeze_epochs",
-    "backbone_lr_scale", "augment", "aug_flip", "aug_rotate",
-    "aug_shift", "aug_scale", "aug_jitter", "aug_erase", "holdout", "holdout_seed", "limit",
-    "device", "seed", "compile", "amp", "channels_last", "threads", "eval_batch_size", "out",
-    "resume", "sync_bn", "dist_timeout",
-)
 
 
 def register(app: typer.Typer) -> None:
@@ -48,128 +39,43 @@ def register(app: typer.Typer) -> None:
     app.command("train", help=HELP, no_args_is_help=True)(train_command)
 
 
-def train_command(
-    ctx: typer.Context,
-    data: str = typer.Option("", "--data", "-d", help="Dataset: FER2013 CSV, image folder or zip.",
-                             rich_help_panel="Data"),
-    model: str = typer.Option("shallow-cnn", "--model", "-m",
-                              help="Model name (ferkit models list).", rich_help_panel="Model"),
-    model_arg: list[str] = typer.Option([], "--model-arg",
-                                        help="Model factory argument KEY=VALUE (repeatable), "
-                                        "e.g. --model-arg dropout=0.3.", rich_help_panel="Model"),
-    epochs: int = typer.Option(30, "--epochs", "-e", help="Epochs.",
-                               rich_help_panel="Optimisation"),
-    batch_size: int = typer.Option(128, "--batch-size", "-b", rich_help_panel="Optimisation"),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 0.05 for "
-                                    "sgd, 2e-3 for adamw).", rich_help_panel="Optimisation"),
-    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (Nesterov) | adamw.",
-                                  rich_help_panel="Optimisation"),
-    momentum: float = typer.Option(0.9, "--momentum", rich_help_panel="Optimisation"),
-    weight_decay: float | None = typer.Option(None, "--weight-decay", help="Default 5e-4 for sgd, "
-                                              "0.05 for adamw; never on BN/bias.",
-                                              rich_help_panel="Optimisation"),
-    schedule: str = typer.Option("onecycle", "--schedule", help="onecycle | cosine (per step).",
-                                 rich_help_panel="Optimisation"),
-    warmup: float | None = typer.Option(None, "--warmup", help="Warm-up fraction of all steps "
-                                        "(default 0.25 onecycle, 0.05 cosine).",
-                                        rich_help_panel="Optimisation"),
-    label_smoothing: float = typer.Option(0.1, "--label-smoothing", rich_help_panel="Optimisation"),
-    grad_clip: float = typer.Option(0.0, "--grad-clip", help="Max gradient norm (0 = off).",
-                                    rich_help_panel="Optimisation"),
-    ema: float = typer.Option(0.0, "--ema", help="EMA decay of the weights, e.g. 0.999 (0 = off); "
-                              "the EMA model is evaluated and saved.",
-                              rich_help_panel="Optimisation"),
-    early_stopping: int = typer.Option(0, "--early-stopping", help="Stop after N epochs without "
-                                       "a better val accuracy (0 = off).",
-                                       rich_help_panel="Optimisation"),
-    balance: str = typer.Option("none", "--balance", help="none | weights (class-weighted loss) | "
-                                "oversample (minority classes drawn more often).",
-                                rich_help_panel="Optimisation"),
-    balance_power: float = typer.Option(0.5, "--balance-power", help="Class weight ~ (1/count)^P; "
-                                        "1 = fully balanced.", rich_help_panel="Optimisation"),
-    teacher: str = typer.Option("", "--teacher", help="Distil from this teacher: a run "
-                                "directory, checkpoint or `ferkit ensemble` file.",
-                                rich_help_panel="Distillation"),
-    distill_weight: float = typer.Option(0.7, "--distill-weight", help="Share of the loss from "
-                                         "the teacher's soft targets (0..1).",
-                                         rich_help_panel="Distillation"),
-    distill_temperature: float = typer.Option(4.0, "--distill-temperature",
-                                              help="Softening temperature T.",
-                                              rich_help_panel="Distillation"),
-    freeze_epochs: int = typer.Option(0, "--freeze-epochs", help="Transfer learning: train only "
-                                      "the head for the first N epochs.",
-                                      rich_help_panel="Optimisation"),
-    backbone_lr_scale: float = typer.Option(1.0, "--backbone-lr-scale", help="Transfer learning: "
-                                            "backbone LR = lr x this (e.g. 0.1).",
-                                            rich_help_panel="Optimisation"),
-    augment: str = typer.Option("default", "--augment", "-a", help="Preset: none | light | default "
-                                "| strong (the --aug-* options override its fields).",
-                                rich_help_panel="Augmentation"),
-    aug_flip: float | None = typer.Option(None, "--aug-flip", help="Horizontal flip probability.",
-                                          rich_help_panel="Augmentation"),
-    aug_rotate: float | None = typer.Option(None, "--aug-rotate", help="Max rotation, degrees.",
-                                            rich_help_panel="Augmentation"),
-    aug_shift: float | None = typer.Option(None, "--aug-shift", help="Max shift, image fraction.",
-                                           rich_help_panel="Augmentation"),
-    aug_scale: float | None = typer.Option(None, "--aug-scale", help="Max zoom in/out, fraction.",
-                                           rich_help_panel="Augmentation"),
-    aug_jitter: float | None = typer.Option(None, "--aug-jitter",
-                                            help="Max brightness/contrast change.",
-                                            rich_help_panel="Augmentation"),
-    aug_erase: float | None = typer.Option(None, "--aug-erase", help="Random-erasing probability.",
-                                           rich_help_panel="Augmentation"),
-    holdout: float | None = typer.Option(None, "--holdout", help="Hold out this fraction of "
-                                         "Training (stratified, fixed) as val (default: the "
-                                         "val split, or 0.1 if there is none).",
-                                         rich_help_panel="Data"),
-    holdout_seed: int = typer.Option(0, "--holdout-seed", rich_help_panel="Data"),
-    limit: int = typer.Option(0, "--limit", help="Train on N training images only: the first N "
-                              "of a fixed shuffle, so the class mix is kept (0 = all).",
-                              rich_help_panel="Data"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps.",
-                               rich_help_panel="Run"),
-    seed: int = typer.Option(0, "--seed", rich_help_panel="Run"),
-    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the model.",
-                                 rich_help_panel="Run"),
-    amp: str = typer.Option("auto", "--amp", help="auto | bf16 | fp16 | off. auto: bf16 on "
-                            "CUDA and on CPUs with native bf16 units (avx512_bf16/amx_bf16), "
-                            "else fp32.", rich_help_panel="Run"),
-    no_amp: bool = typer.Option(False, "--no-amp", help="Same as --amp off.", hidden=True),
-    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last",
-                                       help="channels_last memory format where it is faster "
-                                       "for the precision (CUDA; bf16 on the CPU).",
-                                       rich_help_panel="Run"),
-    threads: int = typer.Option(0, "--threads", help="CPU threads (0 = all cores).",
-                                rich_help_panel="Run"),
-    eval_batch_size: int = typer.Option(0, "--eval-batch-size", help="0 = 1024 on CUDA, 256 "
-                                        "on the CPU.", rich_help_panel="Run"),
-    out: str = typer.Option("", "--out", "-o", help="Run directory (default "
-                            "runs/<YYYYmmdd-HHMMSS>-<model>).", rich_help_panel="Run"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its "
-                                "last.pt (its saved options are used; --data, --device, "
-                                "--threads, --compile may be given).", rich_help_panel="Run"),
-    config_file: Path | None = typer.Option(None, "--config", help="Start from a config.json "
-                                            "(e.g. a run's); options given here override it.",
-                                            rich_help_panel="Run"),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON at the end "
-                                 "(no progress bar).", rich_help_panel="Run"),
-    nproc: int = typer.Option(0, "--nproc", help="Train on N processes of this machine with "
-                              "DistributedDataParallel (starts torchrun --standalone "
-                              "--nproc_per_node N; one per GPU on CUDA, gloo on the CPU). "
-                              "--batch-size stays the global batch.",
-                              rich_help_panel="Distributed"),
-    sync_bn: bool = typer.Option(False, "--sync-bn/--no-sync-bn", help="Distributed runs: "
-                                 "BatchNorm statistics over the global batch instead of each "
-                                 "process's slice of it.", rich_help_panel="Distributed"),
-    dist_timeout: float = typer.Option(600.0, "--dist-timeout", help="Distributed runs: seconds "
-                                       "to wait for the other processes at a collective before "
-                                       "the run stops (a dead or stuck process).",
-                                       rich_help_panel="Distributed"),
-) -> None:
-    from ferkit.errors import FerkitError
-    from ferkit.training.config import ConfigError, TrainConfig
+def _own_options() -> dict[str, list[inspect.Parameter]]:
+    """The options of `ferkit train` that are not TrainConfig fields, by help panel."""
+    from ferkit.cli.fields import cli_option
 
-    values = dict(locals())
+    return {
+        "Run": [
+            cli_option("no_amp", bool, False, "--no-amp", help="Same as --amp off.",
+                       hidden=True),
+            cli_option("config_file", Path | None, None, "--config",
+                       help="Start from a config.json (e.g. a run's); options given here "
+                       "override it.", rich_help_panel="Run"),
+            cli_option("as_json", bool, False, "--json", help="Print the result as JSON at "
+                       "the end (no progress bar).", rich_help_panel="Run"),
+        ],
+        "Distributed": [
+            cli_option("nproc", int, 0, "--nproc", help="Train on N processes of this machine "
+                       "with DistributedDataParallel (starts torchrun --standalone "
+                       "--nproc_per_node N; one per GPU on CUDA, gloo on the CPU). "
+                       "--batch-size stays the global batch.", rich_help_panel="Distributed"),
+        ],
+    }
+
+
+def _train_command(ctx: typer.Context, cls: type, config_file: Path | None = None,
+                   as_json: bool = False, nproc: int = 0, no_amp: bool = False,
+                   **options: Any) -> None:
+    """`ferkit train`: the TrainConfig options typed on the command line override --config's
+    (or the defaults), through TrainConfig.override like every other override."""
+    from ferkit.errors import FerkitError
+    from ferkit.training.config import (
+        RUNTIME_FIELDS,
+        ConfigError,
+        flag_of,
+        option_fields,
+        parse_key_values,
+    )
+
     if nproc < 0:
         raise ConfigError(f"--nproc must be >= 0 (0 or 1 = this process only), got {nproc}")
     if nproc > 1:
@@ -177,35 +83,56 @@ def train_command(
 
         if not launched():
             _launch(nproc)  # exits with torchrun's status
-    given = {name for name in _SCALAR_FIELDS + ("model_arg",)  # options typed on the command line
+    fields = {f.name: f for f in option_fields(cls)}
+    given = {name for name in options  # options typed on the command line
              if getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
              not in ("DEFAULT", "DEFAULT_MAP")}
     if no_amp:
-        values["amp"] = "off"
+        options["amp"] = "off"
         given.add("amp")
-    base: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
+    for name, value in options.items():
+        if typing.get_origin(hints[name]) is dict:  # --model-arg KEY=VALUE ...
+            options[name] = parse_key_values(value, flag_of(fields[name]))
+    base = cls()
     if config_file is not None:
         try:
-            base = json.loads(Path(config_file).read_text())
+            saved = json.loads(Path(config_file).read_text())
         except (OSError, ValueError) as exc:
             raise FerkitError(f"--config {config_file}: cannot read a JSON config ({exc})") from exc
-        base = TrainConfig.from_dict(base, strict=False).to_dict()
-        base.update(out="", resume=False)
-    fields = {name: values[name] for name in _SCALAR_FIELDS
-              if not base or name in given}
-    if "model_arg" in given or not base:
-        fields["model_kwargs"] = _parse_model_args(model_arg)
-    config = TrainConfig.from_dict({**base, **fields})
+        base = cls.from_dict(saved, strict=False).override({"out": "", "resume": False})
+        options = {k: v for k, v in options.items() if k in given}
+    config = base.override(options)
     if config.resume:
-        from ferkit.training.config import RUNTIME_FIELDS
-
-        ignored = sorted(f"--{n.replace('_', '-')}" for n in given - set(RUNTIME_FIELDS))
+        ignored = sorted(flag_of(fields[n]) for n in given - set(RUNTIME_FIELDS))
         if ignored:
             typer.echo(f"note: --resume continues the run with its saved options; ignoring "
                        f"{', '.join(ignored)}", err=True)
     if not config.data and not config.resume:
         raise ConfigError("--data PATH is required (a FER2013 CSV, image folder or zip)")
     _run(config, as_json)
+
+
+def make_train_command(cls: type | None = None):
+    """_train_command with one option per field of `cls` (TrainConfig or a subclass of it; see
+    ferkit.cli.fields), plus the command's own options."""
+    from ferkit.cli.fields import options_from, with_signature
+    from ferkit.training.config import PANELS, TrainConfig, option_fields
+
+    cls = cls or TrainConfig
+
+    def train_command(ctx: typer.Context, **kwargs: Any) -> None:
+        _train_command(ctx, cls, **kwargs)
+
+    ctx = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                            annotation=typer.Context)
+    params = options_from(option_fields(cls), typing.get_type_hints(cls), _own_options(),
+                          PANELS)
+    train_command.__doc__ = _train_command.__doc__
+    return with_signature(train_command, [ctx, *params])
+
+
+train_command = make_train_command()
 
 
 def _launch(nproc: int) -> None:
@@ -232,21 +159,6 @@ def _launch(nproc: int) -> None:
     env = {**os.environ}
     env.setdefault("OMP_NUM_THREADS", "1")  # ferkit sets each rank's threads itself
     sys.exit(subprocess.call(cmd, env=env))
-
-
-def _parse_model_args(items: list[str]) -> dict[str, Any]:
-    from ferkit.training.config import ConfigError
-
-    kwargs: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise ConfigError(f"--model-arg {item!r}: expected KEY=VALUE, e.g. dropout=0.3")
-        try:
-            kwargs[key.strip()] = ast.literal_eval(raw.strip())
-        except (ValueError, SyntaxError):
-            kwargs[key.strip()] = raw.strip()
-    return kwargs
 
 
 def _run(config, as_json: bool) -> None:

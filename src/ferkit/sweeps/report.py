@@ -11,14 +11,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ferkit.training.sweep import STUDY_ATTR, SweepError, _optuna, normalize_storage, open_storage
+from ferkit.sweeps.storage import SweepError, load_optuna, normalize_storage, open_storage
+from ferkit.sweeps.study import DEFAULT_RUNS, STUDY_ATTR
 
 ROW_METRICS = ("epochs", "wall_seconds", "train_loss", "train_acc", "val_loss", "val_acc")
 
 
 def study_names(storage: Any) -> list[str]:
     """Studies in the storage, oldest first."""
-    optuna = _optuna()
+    optuna = load_optuna()
     summaries = optuna.study.get_all_study_summaries(storage, include_best_trial=False)
     summaries.sort(key=lambda s: (s.datetime_start is not None, s.datetime_start or 0,
                                   s._study_id))
@@ -27,7 +28,7 @@ def study_names(storage: Any) -> list[str]:
 
 def load_study(storage_url: str, study: str | None = None) -> Any:
     """The named study, or the latest one (by start time) in the storage."""
-    optuna = _optuna()
+    optuna = load_optuna()
     url = normalize_storage(storage_url)
     db = url.split(":///", 1)[1] if url.startswith("sqlite:///") else ""
     if db and db != ":memory:" and not Path(db.split("?", 1)[0]).exists():
@@ -146,7 +147,7 @@ def _distribution(study: Any, name: str) -> Any:
 
 def plot_params(study: Any, report: dict[str, Any], path: Path) -> Path | None:
     """Val accuracy against each parameter: one panel per parameter, pruned trials hollow."""
-    optuna = _optuna()
+    optuna = load_optuna()
     names = report["params"]
     rows = [r for r in report["trials"] if r["val_acc"] is not None or r["value"] is not None]
     if not names or not rows:
@@ -249,4 +250,4 @@ def write_report(study: Any, report: dict[str, Any], out_dir: str | Path) -> dic
 
 def default_out_dir(study: Any) -> Path:
     attr = study.user_attrs.get(STUDY_ATTR) or {}
-    return Path(attr.get("runs") or "runs/sweeps") / study.study_name / "report"
+    return Path(attr.get("runs") or DEFAULT_RUNS) / study.study_name / "report"

@@ -1,6 +1,7 @@
 """Sweep search spaces: a small TOML file or a named preset -> the parameters Optuna samples.
 
-A search space file (see sweeps/*.toml):
+A search space file (the presets are such files, in ferkit/sweeps/presets/; sweeps/*.toml in the
+repository are copies to start from):
 
     description = "learning rate and width"   # optional
     sampler = "tpe"        # grid | tpe | random  (grid: every combination exactly once)
@@ -34,10 +35,12 @@ import itertools
 import math
 import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ferkit.errors import FerkitError
+from ferkit.errors import ConfigError, FerkitError
+from ferkit.training.config import check_type, field_names
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -234,21 +237,25 @@ def parse_space(data: dict[str, Any], source: str, default_name: str = "sweep") 
         raise fail("seed", f"must be an integer, got {seed!r}")
     train = _table(data.get("train", {}), "train", fail)
     model = _table(data.get("model", {}), "model", fail)
-    fields = _train_fields()
-    for key in train:
-        if fields and key not in fields:
+    fields = set(field_names())
+    for key, value in train.items():
+        if key not in fields:
             raise fail(f"train.{key}", "not a training option (see `ferkit train --help`)")
         if key in ("model_kwargs",):
             raise fail(f"train.{key}", "put model kwargs in the [model] table")
+        _check_option(key, value, f"train.{key}", fail)
     raw_params = dict(_table(data.get("params", {}), "params", fail))
     raw_model_params = _table(raw_params.pop("model", {}), "params.model", fail)
     params: list[Param] = []
     for key, spec in raw_params.items():
-        if fields and key not in fields:
+        if key not in fields:
             raise fail(f"params.{key}", "not a training option; model kwargs go in [params.model]")
         if key in ("model_kwargs", "data", "out", "resume"):
             raise fail(f"params.{key}", "cannot be swept")
-        params.append(_param(key, spec, f"params.{key}", fail))
+        param = _param(key, spec, f"params.{key}", fail)
+        for value in param.choices or (param.low, param.high):
+            _check_option(key, value, f"params.{key}", fail)
+        params.append(param)
     for key, spec in raw_model_params.items():
         params.append(_param(MODEL_PREFIX + key, spec, f"params.model.{key}", fail))
     if not params:
@@ -347,62 +354,37 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _train_fields() -> set[str]:
+def _check_option(name: str, value: Any, key: str, fail) -> None:
+    """A value the training option `name` takes (its type, as TrainConfig.override checks it)."""
     try:
-        from ferkit.training.config import TrainConfig
-    except ImportError:  # pragma: no cover
-        return set()
-    return {f.name for f in dataclasses.fields(TrainConfig)}
+        check_type(name, value)
+    except ConfigError as exc:
+        raise fail(key, str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------
-# presets: the source project's experiment grid, plus a real hyper-parameter search
+# presets: the source project's experiment grid, plus a real hyper-parameter search. They are
+# package data (ferkit/sweeps/presets/*.toml), the same format as a --space file.
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "conv-stages": {
-        "description": "configurable-cnn with 2, 3, 4 and 5 conv stages (source project grid)",
-        "sampler": "grid",
-        "train": {"model": "configurable-cnn"},
-        "model": {"filters": 64, "kernel_size": 3, "fc_layers": 2, "fc_units": 512},
-        "params": {"model": {"stages": [2, 3, 4, 5]}},
-    },
-    "fc-layers": {
-        "description": "configurable-cnn with 1 to 4 fully connected layers (source project grid)",
-        "sampler": "grid",
-        "train": {"model": "configurable-cnn"},
-        "model": {"stages": 4, "filters": 64, "kernel_size": 3, "fc_units": 512},
-        "params": {"model": {"fc_layers": [1, 2, 3, 4]}},
-    },
-    "widths": {
-        "description": "configurable-cnn conv kernels x FC neurons (source project grid)",
-        "sampler": "grid",
-        "train": {"model": "configurable-cnn"},
-        "model": {"stages": 4, "kernel_size": 3, "fc_layers": 2},
-        "params": {"model": {"filters": [16, 32, 64], "fc_units": [256, 512, 1024]}},
-    },
-    "tune": {
-        "description": "TPE search over lr, weight decay, augmentation, label smoothing and width, "
-                       "pruning poor trials",
-        "sampler": "tpe",
-        "pruner": "median",
-        "trials": 30,
-        "train": {"model": "configurable-cnn", "optimizer": "adamw", "schedule": "onecycle"},
-        "model": {"stages": 4, "kernel_size": 3, "fc_layers": 2, "fc_units": 512},
-        "params": {
-            "lr": {"type": "log", "low": 3e-4, "high": 1e-2},
-            "weight_decay": {"type": "log", "low": 1e-4, "high": 0.2},
-            "augment": ["light", "default", "strong"],
-            "label_smoothing": {"type": "float", "low": 0.0, "high": 0.2},
-            "model": {"filters": [32, 48, 64, 96]},
-        },
-    },
-}
+_PRESET_DIR = "presets"
+
+
+def _preset_files() -> dict[str, Any]:
+    """Preset name -> its packaged TOML file (an importlib.resources Traversable)."""
+    root = resources.files("ferkit.sweeps") / _PRESET_DIR
+    return {f.name[:-5]: f for f in sorted(root.iterdir(), key=lambda f: f.name)
+            if f.name.endswith(".toml")}
+
+
+PRESETS: tuple[str, ...] = tuple(_preset_files())
 
 
 def preset(name: str) -> SearchSpace:
-    if name not in PRESETS:
-        raise SearchSpaceError(f"unknown sweep preset {name!r}; presets: {', '.join(PRESETS)}")
-    return parse_space(PRESETS[name], source=f"preset {name}", default_name=name)
+    files = _preset_files()
+    if name not in files:
+        raise SearchSpaceError(f"unknown sweep preset {name!r}; presets: {', '.join(files)}")
+    data = tomllib.loads(files[name].read_text(encoding="utf-8"))
+    return parse_space(data, source=f"preset {name}", default_name=name)
 
 
 def resolve_space(preset_name: str | None = None, space_file: str | Path | None = None
