@@ -23,7 +23,7 @@ import numpy as np
 from ferkit.classes import CLASSES, class_index
 from ferkit.errors import DataError, FerkitError, ModelError
 from ferkit.evaluation.metrics import classification_metrics
-from ferkit.models.predictor import TTA_MODES
+from ferkit.models.inference import check_tta
 
 if TYPE_CHECKING:
     from ferkit.data.dataset import FaceDataset
@@ -190,8 +190,7 @@ def evaluate(predictor: Predictor | str | Path, dataset: FaceDataset | str | Pat
     `dataset` a path for load_dataset. `split` None picks test, else val, else the only split.
     `tta` is none, flip (average with the mirror image) or tencrop (pad 4 px, 5 crops x 2 flips).
     """
-    if tta not in TTA_MODES:
-        raise FerkitError(f"unknown TTA mode {tta!r}; choose one of {', '.join(TTA_MODES)}")
+    check_tta(tta)
     if batch_size < 1:
         raise FerkitError(f"batch size must be at least 1, got {batch_size}")
     if not hasattr(predictor, "predict_proba"):
