@@ -129,7 +129,8 @@ def test_version_1_ensemble_converts_with_identical_probabilities(tmp_path):
              for k, v in net.state_dict().items()}
     specs = [{"arch": "shallow-cnn", "arch_kwargs": {}, "normalization": n} for n in norms]
     save_checkpoint(tmp_path / "ens.pt", {
-        "version": 1, "arch": "ensemble", "arch_kwargs": {"members": specs, "weights": [0.75, 0.25]},
+        "version": 1, "arch": "ensemble",
+        "arch_kwargs": {"members": specs, "weights": [0.75, 0.25]},
         "classes": list(CLASSES), "normalization": {"mean": 0.0, "std": 1.0}, "config": {},
         "epoch": None, "metrics": {}, "state_dict": state})
     faces = synthetic_faces(8)

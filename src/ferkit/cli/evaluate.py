@@ -69,9 +69,13 @@ def evaluate_command(
 ) -> None:
     from rich.console import Console
 
+    from ferkit.errors import ConfigError
     from ferkit.models.inference import check_tta
 
-    check_tta(tta)  # before the data is loaded
+    try:
+        check_tta(tta)  # before the data is loaded
+    except ConfigError as exc:  # a bad value, not a usage error: exit code 1
+        raise FerkitError(f"--tta {tta}: {exc}") from None
     err = Console(stderr=True)
     from ferkit.cli.data import load_with_progress, report_skipped
     from ferkit.evaluation.evaluate import evaluate

@@ -112,10 +112,22 @@ class EvaluationReport:
                 name = self.names[i] if i < len(self.names) else i
                 writer.writerow([name, self.classes[self.labels[i]], self.classes[preds[i]],
                                  f"{scores[i]:.4f}", *[f"{p:.4f}" for p in self.probabilities[i]]])
-        files["confusion_matrix"] = plot_confusion_matrix(self, out / "confusion_matrix.png")
+        files["confusion_matrix"] = plot_confusion_matrix(
+            self.confusion_matrix, self.classes, self.caption, out / "confusion_matrix.png")
         if self.images is not None:
-            files["mistakes"] = plot_mistakes(self, out / "mistakes.png", k=mistakes)
+            files["mistakes"] = plot_mistakes(self.images, self.labels, self.probabilities,
+                                              list(self.names), self.classes, self.caption,
+                                              out / "mistakes.png", k=mistakes)
         return files
+
+    @property
+    def caption(self) -> str:
+        """One line for figure titles: model, split, TTA, accuracy, macro-F1, n."""
+        parts = [Path(self.model).name if self.model else "",
+                 f"split {self.split}" if self.split else "",
+                 f"tta {self.tta}" if self.tta != "none" else "",
+                 f"accuracy {self.accuracy:.4f}, macro-F1 {self.macro_f1:.4f}, n={self.n}"]
+        return " | ".join(p for p in parts if p)
 
 
 def dumps(obj: Any) -> str:
