@@ -41,12 +41,13 @@ def best_time(fn, repeats: int, warmup: int = 2) -> float:
 
 def load_predictor(args):
     from ferkit.classes import CLASSES
+    from ferkit.models.normalize import normalized
     from ferkit.models.predictor import Predictor
     from ferkit.models.registry import create_model
 
     if args.arch:
-        model = create_model(args.arch).eval()
-        return Predictor(model, CLASSES, 0.5, 0.25, torch.device("cpu"), args.arch,
+        model = normalized(create_model(args.arch), 0.5, 0.25).eval()
+        return Predictor(model, CLASSES, torch.device("cpu"), args.arch,
                          {"path": f"untrained {args.arch}"})
     return Predictor.load(args.model, device="cpu")
 

@@ -18,13 +18,8 @@ and parsed by TrainConfig.override like `ferkit train`'s options.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import tempfile
 import time
-
-
-class _Reached(Exception):
-    pass
 
 
 def main() -> None:
@@ -72,19 +67,18 @@ def main() -> None:
         reached = {}
         t_train = time.perf_counter()
 
-        def on_epoch(m) -> None:
+        def on_epoch(m) -> bool:  # True stops the run
             wall = time.perf_counter() - t_train
             print(f"epoch {m.epoch:>3}: val {m.val_acc:.2%}  train loss {m.train_loss:.3f}  "
                   f"{m.images_per_s:,.0f} img/s  wall {wall:.1f} s", flush=True)
             if m.val_acc >= args.target and not reached:
                 reached.update(epoch=m.epoch, wall=wall, val=m.val_acc)
-                if not args.no_stop:
-                    raise _Reached
+                return not args.no_stop
+            return False
 
         info = {}
-        with contextlib.suppress(_Reached):
-            train(config, dataset, on_epoch=on_epoch,
-                  on_start=lambda i: info.update(data_seconds=i.data_seconds, n=i.n_train))
+        train(config, dataset, on_epoch=on_epoch,
+              on_start=lambda i: info.update(data_seconds=i.data_seconds, n=i.n_train))
         history_seconds = [r["epoch_seconds"] for r in read_metrics(config.out)]
         device = "cuda " + torch.cuda.get_device_name() if torch.cuda.is_available() and \
             args.device in ("auto", "cuda") else "cpu"

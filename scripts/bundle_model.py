@@ -14,8 +14,8 @@ from pathlib import Path
 
 from ferkit.models.checkpoint import DEFAULT_WEIGHTS, load_checkpoint, save_checkpoint
 
-KEEP = ("arch", "arch_kwargs", "classes", "normalization", "config", "epoch", "metrics",
-        "state_dict")
+KEEP = ("version", "arch", "arch_kwargs", "classes", "normalization", "config", "epoch",
+        "metrics", "state_dict")  # load_checkpoint gives the current layout; keep its version
 
 
 def main() -> None:

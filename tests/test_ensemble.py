@@ -65,10 +65,10 @@ def test_round_trip_is_an_ordinary_checkpoint(members, tmp_path):
     assert specs[1]["arch_kwargs"] == {"dropout": 0.1}
     assert [m["path"] for m in ckpt["config"]["ensemble"]["members"]] == [str(p) for p in members]
     model = build_model(ckpt)
-    assert isinstance(model, Ensemble) and len(model.members) == 2
+    assert isinstance(model.net, Ensemble) and len(model.net.members) == 2
     original = load_checkpoint(members[0])["state_dict"]
     for key, value in original.items():
-        torch.testing.assert_close(model.state_dict()[f"members.0.{key}"], value)
+        torch.testing.assert_close(model.state_dict()[f"net.members.0.{key}"], value)
     # and saving what was loaded gives the same predictions again (run dirs work as members too)
     (tmp_path / "run").mkdir()
     (tmp_path / "e.pt").rename(tmp_path / "run" / "best.pt")

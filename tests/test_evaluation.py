@@ -98,8 +98,7 @@ def test_model_classes_in_another_order_or_spelling_are_mapped_by_name(predictor
     perm = [6, 5, 4, 3, 2, 1, 0]
     spelled = {"angry": "anger", "happy": "happiness", "surprise": "surprised"}
     classes = tuple(spelled.get(CLASSES[i], CLASSES[i]) for i in perm)
-    permuted = Predictor(_Permute(predictor.model, perm), classes, predictor.mean, predictor.std,
-                         predictor.device)
+    permuted = Predictor(_Permute(predictor.model, perm), classes, predictor.device)
     a, b = evaluate(predictor, dataset), evaluate(permuted, dataset)
     assert b.accuracy == pytest.approx(a.accuracy)
     assert b.macro_f1 == pytest.approx(a.macro_f1)
@@ -167,7 +166,7 @@ def test_perfect_model_has_no_mistakes_and_the_grid_says_so(dataset, tmp_path):
             return nn.functional.one_hot(ys, 7).float() * 20
 
     test = dataset.split("test")
-    p = Predictor(Oracle(test.images, test.labels), CLASSES, 0.0, 1.0, torch.device("cpu"))
+    p = Predictor(Oracle(test.images, test.labels), CLASSES, torch.device("cpu"))
     report = evaluate(p, dataset)
     assert report.accuracy == 1.0 and report.macro_f1 == 1.0 and len(report.mistakes()) == 0
     assert report.save(tmp_path)["mistakes"].exists()

@@ -136,17 +136,17 @@ def test_checkpoint_round_trip(tmp_path, name, kwargs):
     with torch.no_grad():
         model(torch.randn(2, 1, 48, 48))  # move the BN running statistics off their defaults
     model.eval()
-    x = torch.randn(2, 1, 48, 48)
+    pixels = torch.rand(2, 1, 48, 48)
     with torch.inference_mode():
-        expected = model(x)
+        expected = model((pixels - 0.5) / 0.25)
     path = tmp_path / "model.pt"
     save_checkpoint(path, {"arch": name, "arch_kwargs": kwargs, "classes": list(CLASSES),
                            "normalization": {"mean": 0.5, "std": 0.25},
-                           "state_dict": model.state_dict()})
-    rebuilt = build_model(load_checkpoint(path))
+                           "state_dict": model.state_dict()})  # the version-1 layout
+    rebuilt = build_model(load_checkpoint(path))  # takes pixels, normalises inside
     assert not rebuilt.training
     with torch.inference_mode():
-        torch.testing.assert_close(rebuilt(x), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(rebuilt(pixels), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_unknown_model_names_the_known_ones():

@@ -105,7 +105,7 @@ def test_model_info(server):
     assert info["name"] == "tiny.pt" and info["arch"] == "shallow-cnn"
     assert info["classes"] == list(CLASSES)
     assert info["input_size"] == [48, 48]
-    assert info["accuracy"] == pytest.approx(0.612) and info["accuracy_metric"] == "test_accuracy"
+    assert info["accuracy"] == pytest.approx(0.612) and info["accuracy_metric"] == "test_acc"
     assert info["batching"]["enabled"] is True and info["batching"]["max_wait_ms"] == 25
     assert info["limits"]["max_upload_mb"] == 1 and info["limits"]["max_pixels"] == 4_000_000
 

@@ -250,3 +250,31 @@ def test_resume_needs_a_run_directory(tmp_path, dataset):
         train(TrainConfig(resume=True), dataset)
     with pytest.raises(ModelError, match="no such run"):
         train(TrainConfig(resume=True, out=str(tmp_path / "nope")), dataset)
+
+
+def test_on_epoch_returning_true_stops_after_that_epoch(tmp_path, dataset):
+    seen = []
+
+    def stop_at_2(m):
+        seen.append(m.epoch)
+        return m.epoch == 2
+
+    result = train(tiny_config(tmp_path / "stop", epochs=4), dataset, on_epoch=stop_at_2)
+    assert seen == [1, 2] and len(result.history) == 2
+    assert result.stopped_by_callback and not result.stopped_early
+    assert load_checkpoint(result.run_dir / "last.pt")["epoch"] == 2
+    assert result.best_val_acc == result.best_val_accuracy
+
+
+def test_the_ensemble_entry_is_not_trainable(tmp_path, dataset):
+    with pytest.raises(ConfigError, match="not trained"):
+        train(tiny_config(tmp_path / "ens", model="ensemble"), dataset)
+
+
+def test_checkpoints_hold_the_normalisation_in_the_state_dict(trained):
+    best = load_checkpoint(trained.run_dir / "best.pt")
+    assert best["version"] == 2
+    sd = best["state_dict"]
+    assert float(sd["normalize.mean"]) == pytest.approx(best["normalization"]["mean"])
+    assert float(sd["normalize.std"]) == pytest.approx(best["normalization"]["std"])
+    assert all(k.startswith(("normalize.", "net.")) for k in sd)

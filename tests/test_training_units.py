@@ -112,15 +112,22 @@ def test_schedules_warm_up_then_decay(schedule):
     assert 0 < peak < 50 and max(lrs) == pytest.approx(0.1, rel=0.05) and lrs[-1] < 0.01
 
 
-def test_batch_augment_keeps_shape_and_normalises():
+def test_batch_augment_keeps_shape_and_gives_pixels():
     x = torch.randint(0, 256, (16, 1, 48, 48), dtype=torch.uint8)
     for preset in PRESETS:
-        aug = BatchAugment(TrainConfig(augment=preset).validated(), mean=0.5, std=0.25)
+        aug = BatchAugment(TrainConfig(augment=preset).validated(), fill=0.5)
         out = aug(x, train=True)
         assert out.shape == (16, 1, 48, 48) and out.dtype == torch.float32
         assert aug.active == (preset != "none")
-    plain = BatchAugment(TrainConfig(augment="strong").validated(), 0.5, 0.25)(x, train=False)
-    assert torch.allclose(plain, (x.float() / 255 - 0.5) / 0.25)
+    plain = BatchAugment(TrainConfig(augment="strong").validated(), 0.5)(x, train=False)
+    assert torch.equal(plain, x.float() / 255)  # the model normalises, not the augmentation
+
+
+def test_erased_patches_hold_the_mean_pixel():
+    x = torch.zeros((8, 1, 48, 48), dtype=torch.uint8)
+    aug = BatchAugment(TrainConfig(augment="none", aug_erase=1.0).validated(), fill=0.4)
+    values = aug(x, train=True).unique().tolist()
+    assert values == [0.0, pytest.approx(0.4)]
 
 
 def test_curves_png(tmp_path):

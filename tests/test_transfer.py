@@ -127,8 +127,8 @@ def test_efficientnet_missing_model_package_is_a_clear_error(monkeypatch):
 
 
 def test_input_adapter_upsamples_to_imagenet_normalised_rgb():
-    adapter = ImageNetInput(96, in_mean=0.5, in_std=0.25)
-    x = torch.full((2, 1, 48, 48), 2.0)  # ferkit-normalised: pixel 0.5 + 2 * 0.25 = 1.0
+    adapter = ImageNetInput(96)
+    x = torch.full((2, 1, 48, 48), 1.0)  # [0, 1] pixels: the trainer gives it mean 0 / std 1
     y = adapter(x)
     assert y.shape == (2, 3, 96, 96)
     expected = (1.0 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])

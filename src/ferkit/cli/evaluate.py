@@ -10,8 +10,6 @@ import typer
 
 from ferkit.errors import FerkitError
 
-TTA_CHOICES = ("none", "flip", "tencrop")
-
 EVALUATE_HELP = """Measure a model on one split of a dataset: accuracy, macro-F1, per-class \
 precision/recall/F1/support and the confusion matrix (rows = true class, columns = predicted).
 
@@ -71,8 +69,13 @@ def evaluate_command(
 ) -> None:
     from rich.console import Console
 
-    if tta not in TTA_CHOICES:
-        raise FerkitError(f"--tta {tta}: choose one of {', '.join(TTA_CHOICES)}")
+    from ferkit.errors import ConfigError
+    from ferkit.models.inference import check_tta
+
+    try:
+        check_tta(tta)  # before the data is loaded
+    except ConfigError as exc:  # a bad value, not a usage error: exit code 1
+        raise FerkitError(f"--tta {tta}: {exc}") from None
     err = Console(stderr=True)
     from ferkit.cli.data import load_with_progress, report_skipped
     from ferkit.evaluation.evaluate import evaluate

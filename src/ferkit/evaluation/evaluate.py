@@ -23,7 +23,7 @@ import numpy as np
 from ferkit.classes import CLASSES, class_index
 from ferkit.errors import DataError, FerkitError, ModelError
 from ferkit.evaluation.metrics import classification_metrics
-from ferkit.models.predictor import TTA_MODES
+from ferkit.models.inference import check_tta
 
 if TYPE_CHECKING:
     from ferkit.data.dataset import FaceDataset
@@ -112,10 +112,22 @@ class EvaluationReport:
                 name = self.names[i] if i < len(self.names) else i
                 writer.writerow([name, self.classes[self.labels[i]], self.classes[preds[i]],
                                  f"{scores[i]:.4f}", *[f"{p:.4f}" for p in self.probabilities[i]]])
-        files["confusion_matrix"] = plot_confusion_matrix(self, out / "confusion_matrix.png")
+        files["confusion_matrix"] = plot_confusion_matrix(
+            self.confusion_matrix, self.classes, self.caption, out / "confusion_matrix.png")
         if self.images is not None:
-            files["mistakes"] = plot_mistakes(self, out / "mistakes.png", k=mistakes)
+            files["mistakes"] = plot_mistakes(self.images, self.labels, self.probabilities,
+                                              list(self.names), self.classes, self.caption,
+                                              out / "mistakes.png", k=mistakes)
         return files
+
+    @property
+    def caption(self) -> str:
+        """One line for figure titles: model, split, TTA, accuracy, macro-F1, n."""
+        parts = [Path(self.model).name if self.model else "",
+                 f"split {self.split}" if self.split else "",
+                 f"tta {self.tta}" if self.tta != "none" else "",
+                 f"accuracy {self.accuracy:.4f}, macro-F1 {self.macro_f1:.4f}, n={self.n}"]
+        return " | ".join(p for p in parts if p)
 
 
 def dumps(obj: Any) -> str:
@@ -190,8 +202,7 @@ def evaluate(predictor: Predictor | str | Path, dataset: FaceDataset | str | Pat
     `dataset` a path for load_dataset. `split` None picks test, else val, else the only split.
     `tta` is none, flip (average with the mirror image) or tencrop (pad 4 px, 5 crops x 2 flips).
     """
-    if tta not in TTA_MODES:
-        raise FerkitError(f"unknown TTA mode {tta!r}; choose one of {', '.join(TTA_MODES)}")
+    check_tta(tta)
     if batch_size < 1:
         raise FerkitError(f"batch size must be at least 1, got {batch_size}")
     if not hasattr(predictor, "predict_proba"):

@@ -39,17 +39,14 @@ META_PREFIX = "ferkit_"
 
 
 class _Classifier(nn.Module):
-    """Raw 0..255 pixels -> probabilities: the checkpoint's model with its normalisation."""
+    """Raw 0..255 pixels -> probabilities: the checkpoint's model (its normalisation inside)."""
 
-    def __init__(self, model: nn.Module, mean: float, std: float) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("mean", torch.tensor(float(mean)))
-        self.register_buffer("std", torch.tensor(float(std)))
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
-        x = (faces / 255.0 - self.mean) / self.std
-        return self.model(x).float().softmax(dim=1)
+        return self.model(faces / 255.0).float().softmax(dim=1)
 
 
 @dataclass
@@ -70,7 +67,7 @@ def export_onnx(spec: str | Path, out: str | Path, opset: int = OPSET) -> Export
     ckpt = load_checkpoint(spec)
     model = build_model(ckpt).to("cpu", memory_format=torch.contiguous_format).eval()
     norm = ckpt["normalization"]
-    wrapped = _Classifier(model, norm["mean"], norm["std"]).eval()
+    wrapped = _Classifier(model).eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, 1, FACE_SIZE, FACE_SIZE)

@@ -1,8 +1,9 @@
 """OnnxPredictor: a `ferkit export` ONNX file run with onnxruntime, in place of Predictor.
 
 It has Predictor's interface (classes, arch, meta, device, predict_proba with the same TTA
-modes), so Recognizer, `ferkit predict` and `ferkit serve` take either. The normalisation is
-inside the graph; class names and provenance come from the file's metadata.
+modes, from ferkit.models.inference), so Recognizer, `ferkit predict` and `ferkit serve` take
+either. The graph takes 0..255 grey levels and holds the model's normalisation; class names
+and provenance come from the file's metadata.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from ferkit.devices import cpu_count
 from ferkit.errors import ModelError
 from ferkit.models.export import INPUT, META_PREFIX
-from ferkit.models.predictor import TTA_MODES, tta_views
+from ferkit.models.inference import check_tta, tta_views
 
 
 def is_onnx_file(spec: str | Path) -> bool:
@@ -65,8 +66,7 @@ class OnnxPredictor:
     def predict_proba(self, faces: np.ndarray, tta: str = "none", batch_size: int = 256
                       ) -> np.ndarray:
         """(N, 48, 48) uint8 faces -> (N, n_classes) probabilities, averaged over TTA views."""
-        if tta not in TTA_MODES:
-            raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+        check_tta(tta)
         out = np.zeros((len(faces), len(self.classes)), dtype=np.float32)
         for start in range(0, len(faces), batch_size):
             x = torch.from_numpy(np.asarray(faces[start:start + batch_size], np.float32))

@@ -17,19 +17,24 @@ class ModelEntry:
     factory: Callable[..., nn.Module]
     reported: str  # accuracy the original project reported, with its source; "" for ferkit's own
     description: str
+    trainable: bool = True  # False: built from other checkpoints (the ensemble), not trained
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, reported: str = "") -> Callable:
-    """Register `factory(num_classes=7, **kwargs) -> nn.Module` under `name`."""
+def register_model(name: str, reported: str = "", trainable: bool = True) -> Callable:
+    """Register `factory(num_classes=7, **kwargs) -> nn.Module` under `name`.
+
+    `trainable=False` marks an entry `ferkit train` and `ferkit models` leave out (it is built
+    from trained checkpoints) but checkpoints name like any other.
+    """
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         doc = (factory.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelEntry(name, factory, reported, doc[0] if doc else "")
+        _REGISTRY[name] = ModelEntry(name, factory, reported, doc[0] if doc else "", trainable)
         return factory
 
     return decorate
@@ -39,9 +44,10 @@ def _ensure_zoo_loaded() -> None:
     import ferkit.models.zoo  # noqa: F401  (importing registers every zoo file)
 
 
-def list_models() -> list[ModelEntry]:
+def list_models(include_untrainable: bool = False) -> list[ModelEntry]:
+    """The registered architectures (by default only those `ferkit train` accepts)."""
     _ensure_zoo_loaded()
-    return list(_REGISTRY.values())
+    return [e for e in _REGISTRY.values() if e.trainable or include_untrainable]
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -53,5 +59,6 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def create_model(name: str, num_classes: int = NUM_CLASSES, **kwargs) -> nn.Module:
-    """Build a fresh model that maps (B, 1, 48, 48) normalised faces to (B, num_classes) logits."""
+    """Build a fresh architecture mapping (B, 1, 48, 48) normalised faces to (B, num_classes)
+    logits (ferkit.models.normalize.NormalizedModel puts the normalisation in front)."""
     return get_entry(name).factory(num_classes=num_classes, **kwargs)

@@ -22,10 +22,6 @@ from ferkit.serving.batching import MicroBatcher
 
 log = logging.getLogger("ferkit.serve")
 
-_ACCURACY_KEYS = ("test_accuracy", "test_acc", "accuracy", "acc", "val_accuracy", "val_acc",
-                  "best_val_accuracy", "best_val_acc")
-
-
 def model_name(spec: str | Path) -> str:
     """'default', or a checkpoint file's / run directory's name."""
     if str(spec) == "default":
@@ -36,14 +32,6 @@ def model_name(spec: str | Path) -> str:
     if path.stem in ("best", "last", "model") and path.parent.name:
         return f"{path.resolve().parent.name}/{path.name}"
     return path.name
-
-
-def _accuracy(metrics: dict[str, Any]) -> tuple[str | None, float | None]:
-    for key in _ACCURACY_KEYS:
-        value = metrics.get(key)
-        if isinstance(value, (int, float)):
-            return key, float(value)
-    return None, None
 
 
 class Engine:
@@ -97,8 +85,10 @@ class Engine:
         return list(self._meta.get("classes") or [])
 
     def info(self) -> dict[str, Any]:
+        from ferkit.models.checkpoint import accuracy_metric  # one metric naming (v1 converted)
+
         metrics = self._meta.get("metrics") or {}
-        key, acc = _accuracy(metrics)
+        key, acc = accuracy_metric(metrics)
         path = self._meta.get("path")
         return {
             "name": self.name,

@@ -1,8 +1,9 @@
-"""Whole-batch augmentation and normalisation on the device, with Kornia.
+"""Whole-batch augmentation on the device, with Kornia.
 
 A batch arrives as uint8 (B, 1, 48, 48) straight from the device-resident dataset and leaves as
-normalised float32; there is no per-image Python. Geometric and photometric changes run on
-[0, 1] pixels; random erasing runs after normalisation, so erased patches hold the mean face value.
+float32 pixels in [0, 1], what every model takes (the normalisation is inside the model, see
+ferkit.models.normalize); there is no per-image Python. Erased patches are filled with the
+training set's mean pixel value, so after the model's normalisation they are 0.
 """
 
 from __future__ import annotations
@@ -15,27 +16,25 @@ from ferkit.training.config import TrainConfig
 
 
 class BatchAugment(nn.Module):
-    """uint8 (B, 1, H, W) -> augmented (if training) and normalised float (B, 1, H, W)."""
+    """uint8 (B, 1, H, W) -> augmented (if training) float pixels (B, 1, H, W) in [0, 1].
 
-    def __init__(self, config: TrainConfig, mean: float, std: float) -> None:
+    `fill`: the value of erased patches (the training set's mean pixel).
+    """
+
+    def __init__(self, config: TrainConfig, fill: float = 0.0) -> None:
         super().__init__()
-        self.mean, self.std = float(mean), float(std)
         self.pixel = nn.Sequential(*_pixel_ops(config))
-        self.erase = nn.Sequential(*_erase_ops(config))
+        self.erase = nn.Sequential(*_erase_ops(config, float(fill)))
 
     @property
     def active(self) -> bool:
         return len(self.pixel) + len(self.erase) > 0
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, train: bool = True) -> torch.Tensor:
         x = x.float().div_(255.0)
         if train and len(self.pixel):
             x = self.pixel(x)
-        x = self.normalize(x)
         if train and len(self.erase):
             x = self.erase(x)
         return x
@@ -58,7 +57,7 @@ def _pixel_ops(c: TrainConfig) -> list[nn.Module]:
     return ops
 
 
-def _erase_ops(c: TrainConfig) -> list[nn.Module]:
+def _erase_ops(c: TrainConfig, fill: float) -> list[nn.Module]:
     if not c.aug_erase:
         return []
-    return [K.RandomErasing(scale=(0.02, 0.15), ratio=(0.3, 3.3), value=0.0, p=c.aug_erase)]
+    return [K.RandomErasing(scale=(0.02, 0.15), ratio=(0.3, 3.3), value=fill, p=c.aug_erase)]

@@ -5,7 +5,8 @@
 (Hinton et al., 2015), computed on the same augmented batch the student sees, so the teacher
 labels every augmented view afresh. The teacher is any checkpoint ferkit can load: a run
 directory, a .pt file, or a `ferkit ensemble` (whose log-probabilities serve as logits). It runs
-frozen, in eval mode and in the training precision. T^2 keeps the soft term's gradients on the
+frozen, in eval mode and in the training precision, on the same [0, 1] pixels as the student (each
+model normalises with its own statistics inside it). T^2 keeps the soft term's gradients on the
 scale of the hard one as T changes.
 """
 
@@ -26,9 +27,7 @@ from ferkit.precision import Precision
 
 @dataclass
 class Teacher:
-    model: nn.Module
-    mean: float  # the teacher's own input normalisation
-    std: float
+    model: nn.Module  # a NormalizedModel: [0, 1] pixels in
     path: str
     digest: str  # of the checkpoint file: a resumed run must distil from the same teacher
 
@@ -43,16 +42,11 @@ class Teacher:
         if precision.channels_last:
             model = model.to(memory_format=torch.channels_last)
         model.requires_grad_(False)
-        norm = ckpt["normalization"]
-        return cls(model, float(norm["mean"]), float(norm["std"]), ckpt["path"],
-                   file_digest(Path(ckpt["path"])))
+        return cls(model, ckpt["path"], file_digest(Path(ckpt["path"])))
 
     @torch.no_grad()
-    def logits(self, x: torch.Tensor, mean: float, std: float, precision: Precision
-               ) -> torch.Tensor:
-        """Teacher logits for a batch normalised with the student's (mean, std)."""
-        if (mean, std) != (self.mean, self.std):
-            x = (x * std + mean - self.mean) / self.std
+    def logits(self, x: torch.Tensor, precision: Precision) -> torch.Tensor:
+        """Teacher logits for a batch of [0, 1] pixels (the student's augmented batch)."""
         with precision.autocast(x.device):
             return self.model(x).float()
 

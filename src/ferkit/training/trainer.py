@@ -1,15 +1,19 @@
 """The training loop: `train(config)` -> TrainResult, one readable function; helpers below it.
 
 Speed comes from keeping everything on the device: the whole training set is one uint8 tensor
-(FER2013: 66 MB), each step indexes a batch out of it, augments and normalises the batch there
+(FER2013: 66 MB), each step indexes a batch out of it, augments it there as [0, 1] pixels
 (ferkit.training.augment), and runs forward/backward under bf16 autocast with channels_last on
-CUDA. There is no DataLoader and no per-image Python. Losses and accuracies are summed on the
-device and read once per epoch (or when a progress callback asks), so the GPU is never stalled.
+CUDA. The model is the architecture wrapped in a NormalizedModel holding the training set's
+mean/std (ferkit.models.normalize), so checkpoints carry their normalisation; validation
+classifies through the same function as Predictor (ferkit.models.inference). There is no
+DataLoader and no per-image Python. Losses and accuracies are summed on the device and read
+once per epoch (or when a progress callback asks), so the GPU is never stalled.
 
 Under torchrun the same loop trains one model on every process with DistributedDataParallel
 (ferkit.training.distributed): each rank holds its own copy of the device-resident data, takes
 its slice of every global batch of the shared permutation, and only rank 0 writes the run
-directory and calls the callbacks.
+directory and calls the callbacks. A callback stops training by returning True from on_epoch
+(the epoch's checkpoints are written first); nothing needs to be raised through the loop.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ferkit.classes import CLASSES, NUM_CLASSES
 from ferkit.data.dataset import FaceDataset
 from ferkit.errors import DataError, ModelError
-from ferkit.models.checkpoint import load_checkpoint, save_checkpoint
+from ferkit.models.checkpoint import checkpoint_payload, load_checkpoint, save_checkpoint
+from ferkit.models.inference import predict_proba
+from ferkit.models.normalize import normalized
 from ferkit.models.registry import create_model, get_entry
 from ferkit.precision import Precision, resolve_precision
 from ferkit.training import run_dir as rd
@@ -138,6 +144,12 @@ class TrainResult:
     train_seconds: float = 0.0  # sum of the epochs' training time (this call only)
     stopped_early: bool = False
     config: TrainConfig | None = None
+    stopped_by_callback: bool = False  # on_epoch returned True
+
+    @property
+    def best_val_acc(self) -> float:
+        """best_val_accuracy under the metric name checkpoints and metrics.jsonl use."""
+        return self.best_val_accuracy
 
     @property
     def best_checkpoint(self) -> Path:
@@ -157,7 +169,7 @@ class _State:
 
 
 def train(config: TrainConfig, dataset: FaceDataset | None = None,
-          on_epoch: Callable[[EpochMetrics], None] | None = None,
+          on_epoch: Callable[[EpochMetrics], bool | None] | None = None,
           on_step: Callable[[StepMetrics], None] | None = None,
           on_start: Callable[[RunInfo], None] | None = None) -> TrainResult:
     """Train config.model on config.data (or `dataset`), writing everything to the run directory.
@@ -166,8 +178,11 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
     used, except for the runtime options data/device/threads/compile) and ends with the metrics an
     uninterrupted run would have had.
 
+    on_epoch returning True ends the run after that epoch (TrainResult.stopped_by_callback):
+    sweeps prune and benches stop at a target that way.
+
     Started by torchrun, every process calls this and they train one model together; the
-    callbacks run on rank 0 only, and every rank returns the same result.
+    callbacks run on rank 0 only (a stop is broadcast), and every rank returns the same result.
     """
     check_execution(config)  # before session() opens the device and the process group
     with session(config.device, config.dist_timeout) as dist:
@@ -175,7 +190,7 @@ def train(config: TrainConfig, dataset: FaceDataset | None = None,
 
 
 def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
-           on_epoch: Callable[[EpochMetrics], None] | None,
+           on_epoch: Callable[[EpochMetrics], bool | None] | None,
            on_step: Callable[[StepMetrics], None] | None,
            on_start: Callable[[RunInfo], None] | None) -> TrainResult:
     t_call = time.perf_counter()
@@ -201,7 +216,7 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
     data_seconds = time.perf_counter() - t_data
 
     # ---- model, optimizer, schedule, loss ----
-    model = _create_model(config).to(device)
+    model = normalized(_create_model(config), mean, std).to(device)
     if config.sync_bn and dist.enabled:
         model = convert_sync_batchnorm(model, device)
     cuda = device.type == "cuda"
@@ -211,7 +226,7 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
                      torch.contiguous_format)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
            if config.ema else None)
-    augment = BatchAugment(config, mean, std).to(device)
+    augment = BatchAugment(config, fill=mean).to(device)
     sampler = EpochSampler(split.train_labels, config.batch_size, config.balance,
                            config.balance_power, config.seed, device)
     steps, batch = sampler.steps_per_epoch, sampler.batch_size  # batch: the global batch
@@ -248,17 +263,17 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
                 "world_size": dist.world_size, "backend": dist.backend or None,
                 "torch": torch.__version__}})
     ckpt_base = {"arch": config.model, "arch_kwargs": checkpoint_arch_kwargs(config.model_kwargs),
-                 "classes": list(CLASSES), "normalization": {"mean": mean, "std": std},
-                 "config": config.to_dict(),
+                 "classes": list(CLASSES), "config": config.to_dict(),
                  **({"teacher": teacher.record()} if teacher is not None else {})}
     if on_start is not None:
         on_start(RunInfo(run_dir, config, device, len(train_y), len(val_y), split.val_source,
                          steps, state.epoch, sum(p.numel() for p in model.parameters()),
-                         split.class_counts.tolist(), {"mean": mean, "std": std}, data_seconds,
+                         split.class_counts.tolist(), model.stats, data_seconds,
                          precision, dist.world_size))
 
     # ---- the loop ----
     train_seconds = 0.0
+    stopped_by_callback = False
     for epoch in range(state.epoch + 1, config.epochs + 1):
         if state.stopped:
             break
@@ -275,7 +290,7 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
                 logits = forward(x)
             loss = criterion(logits.float(), y)
             if teacher is not None:
-                soft = distill_loss(logits.float(), teacher.logits(x, mean, std, precision),
+                soft = distill_loss(logits.float(), teacher.logits(x, precision),
                                     config.distill_temperature)
                 loss = (1 - config.distill_weight) * loss + config.distill_weight * soft
             optimizer.zero_grad(set_to_none=True)
@@ -302,7 +317,7 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
 
         eval_model = ema.module if ema is not None else model
         dist.broadcast_buffers(eval_model)  # BN statistics differ per rank without --sync-bn
-        val_loss, val_acc = _evaluate_sharded(eval_model, augment, val_shard, len(val_y), dist,
+        val_loss, val_acc = _evaluate_sharded(eval_model, val_shard, len(val_y), dist,
                                               config.eval_batch_size or (1024 if cuda else 256),
                                               precision)
         if val_acc > state.best_val_acc:
@@ -315,70 +330,58 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
                          steps * batch / epoch_seconds, state.best_val_acc, state.best_epoch)
         state.history.append(m)
         rngs = dist.gather_objects(_rng_state())  # every rank's, so --resume continues exactly
-        if not dist.is_main:
-            continue
-
-        # ---- rank 0 writes the run directory: metrics, curves, best.pt, last.pt ----
-        rd.append_metrics(run_dir, m.to_dict())
-        plot_curves([h.to_dict() for h in state.history], run_dir / rd.CURVES,
-                    f"{config.model} - {run_dir.name}")
-        weights = _cpu_state(eval_model)
-        if m.is_best:
-            save_checkpoint(run_dir / rd.BEST, {**ckpt_base, "epoch": epoch,
-                                                "metrics": m.to_dict(), "state_dict": weights})
-        save_checkpoint(run_dir / rd.LAST, {
-            **ckpt_base, "epoch": epoch, "metrics": m.to_dict(), "state_dict": weights,
-            **_resume_state(model, optimizer, scheduler, ema, sampler, state,
-                            _data_record(len(train_y), len(val_y), steps, digests), rngs)})
-        if on_epoch is not None:
-            on_epoch(m)
+        stop = False
+        if dist.is_main:  # ---- rank 0 writes the run directory: metrics, curves, checkpoints
+            rd.append_metrics(run_dir, m.to_dict())
+            plot_curves([h.to_dict() for h in state.history], run_dir / rd.CURVES,
+                        f"{config.model} - {run_dir.name}")
+            weights = _cpu_state(eval_model)
+            if m.is_best:
+                save_checkpoint(run_dir / rd.BEST, checkpoint_payload(
+                    **ckpt_base, epoch=epoch, metrics=m.to_dict(), state_dict=weights))
+            save_checkpoint(run_dir / rd.LAST, checkpoint_payload(
+                **ckpt_base, epoch=epoch, metrics=m.to_dict(), state_dict=weights,
+                **_resume_state(model, optimizer, scheduler, ema, sampler, state,
+                                _data_record(len(train_y), len(val_y), steps, digests), rngs)))
+            if on_epoch is not None:
+                stop = bool(on_epoch(m))
+        if dist.broadcast_object(stop):  # a callback asked to stop: every rank ends here
+            stopped_by_callback = True
+            break
 
     dist.barrier()  # every rank returns once rank 0 has written the last epoch
     return TrainResult(run_dir, max(state.best_val_acc, 0.0), state.best_epoch, state.history,
                        time.perf_counter() - t_call, data_seconds, train_seconds, state.stopped,
-                       config)
+                       config, stopped_by_callback)
 
 
-def evaluate(model: nn.Module, augment: BatchAugment, images: torch.Tensor, labels: torch.Tensor,
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              batch_size: int = 1024, precision: Precision | None = None) -> tuple[float, float]:
-    """Mean cross-entropy (no smoothing, no class weights) and accuracy on uint8 faces, in the
-    training precision (fp32 when none is given)."""
-    loss_sum, correct = _eval_sums(model, augment, images, labels, batch_size, precision)
+    """Mean cross-entropy (no smoothing, no class weights) and accuracy on uint8 faces, through
+    ferkit.models.inference.predict_proba (what Predictor uses), in `precision` (fp32 if None)."""
+    loss_sum, correct = _eval_sums(model, images, labels, batch_size, precision)
     n = max(len(images), 1)
     return loss_sum.item() / n, correct.item() / n
 
 
-def _evaluate_sharded(model: nn.Module, augment: BatchAugment,
-                      shard: tuple[torch.Tensor, torch.Tensor], n_total: int, dist: Dist,
-                      batch_size: int, precision: Precision) -> tuple[float, float]:
+def _evaluate_sharded(model: nn.Module, shard: tuple[torch.Tensor, torch.Tensor], n_total: int,
+                      dist: Dist, batch_size: int, precision: Precision) -> tuple[float, float]:
     """evaluate() over every rank's shard of the validation faces, summed over the ranks."""
-    loss_sum, correct = dist.all_reduce_sum(*_eval_sums(model, augment, *shard, batch_size,
-                                                        precision))
+    loss_sum, correct = dist.all_reduce_sum(*_eval_sums(model, *shard, batch_size, precision))
     n = max(n_total, 1)
     return loss_sum.item() / n, correct.item() / n
 
 
 @torch.inference_mode()
-def _eval_sums(model: nn.Module, augment: BatchAugment, images: torch.Tensor,
-               labels: torch.Tensor, batch_size: int, precision: Precision | None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def _eval_sums(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+               precision: Precision | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of cross-entropy, number right) on the device."""
-    precision = precision or Precision(None, False, "fp32")
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=images.device)
-    correct = torch.zeros((), device=images.device, dtype=torch.long)
-    for start in range(0, len(images), batch_size):
-        x = augment(images[start:start + batch_size], train=False)
-        y = labels[start:start + batch_size]
-        if precision.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with precision.autocast(images.device):
-            logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(dim=1) == y).sum()
-    model.train(was_training)
-    return loss_sum, correct
+    if len(images) == 0:  # a rank's empty shard of a tiny validation set
+        return (torch.zeros((), device=images.device),
+                torch.zeros((), device=images.device, dtype=torch.long))
+    probs = predict_proba(model, images, "none", precision, batch_size)
+    loss_sum = F.nll_loss(probs.clamp_min(1e-30).log(), labels, reduction="sum")
+    return loss_sum, (probs.argmax(dim=1) == labels).sum()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,7 +411,9 @@ def _prepare_run(config: TrainConfig, dist: Dist) -> tuple[TrainConfig, Path, di
         runtime["data"] = runtime["data"] or saved_config.data
         config = replace(saved_config, **runtime)
     config = config.validated()
-    get_entry(config.model)  # unknown model: ModelError now, before any data is loaded
+    if not get_entry(config.model).trainable:  # unknown model: ModelError now, before any data
+        raise ConfigError(f"model {config.model!r} is built from trained checkpoints "
+                          "(ferkit ensemble), not trained")
     if not config.resume:
         run_dir = Path(config.out) if config.out else rd.default_run_dir(config.model)
         run_dir = Path(dist.broadcast_object(str(run_dir)))  # the ranks' clocks may differ

