@@ -170,7 +170,8 @@ def test_a_missing_driver_names_the_extra():
 
     if importlib.util.find_spec("pg8000") is not None:
         pytest.skip("needs a PostgreSQL driver that is not installed; pg8000 is")
-    with pytest.raises(SweepError, match=r"ImportError.*pip install 'ferkit\[sweep-postgres\]'"):
+    hint = r"(Import|ModuleNotFound)Error.*pip install 'ferkit\[sweep-postgres\]'"
+    with pytest.raises(SweepError, match=hint):
         open_storage("postgresql+pg8000://u@127.0.0.1:1/db")
 
 

@@ -111,15 +111,35 @@ def open_storage(url: str, heartbeat: bool = True):
     if heartbeat:
         hb = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_BEATS * HEARTBEAT_S,
               **_retry_callback_kwargs(optuna)}
-    # Workers starting together on a new SQLite file would race to create its tables.
-    guard = _file_lock(_lock_path(db)) if db is not None else contextlib.nullcontext()
     try:
-        with guard:
+        with _creation_lock(url, db):
             return optuna.storages.RDBStorage(engine_url(url), engine_kwargs=engine_kwargs,
                                               **hb)
     except Exception as exc:  # bad URL, missing driver, unreachable server
         raise SweepError(f"--storage {url}: cannot open ({exc.__class__.__name__}: {exc})"
                          f"{_driver_hint(url, exc)}") from exc
+
+
+@contextlib.contextmanager
+def _creation_lock(url: str, db: Path | None) -> Iterator[None]:
+    """Held while Optuna creates its tables: workers starting together on a new database would
+    race to create them (PostgreSQL: "duplicate key ... studydirection already exists")."""
+    if db is not None:
+        with _file_lock(_lock_path(db)):
+            yield
+        return
+    dialect = url.split(":", 1)[0].split("+", 1)[0]
+    if dialect not in ("postgresql", "mysql", "mariadb"):
+        yield
+        return
+    from sqlalchemy import create_engine
+
+    engine = create_engine(engine_url(url))
+    try:
+        with _db_lock(engine, dialect, "ferkit-sweep:create-tables"):
+            yield
+    finally:
+        engine.dispose()
 
 
 def _retry_callback_kwargs(optuna: Any) -> dict[str, Any]:
