@@ -150,12 +150,15 @@ def predict(
         TimeRemainingColumn,
     )
 
-    from ferkit.models.predictor import TTA_MODES
+    from ferkit.errors import ConfigError
+    from ferkit.models.inference import check_tta
     from ferkit.recognition.batch import ItemResult, collect_inputs, run_batch
     from ferkit.recognition.recognizer import Recognizer
 
-    if tta not in TTA_MODES:
-        raise FerkitError(f"--tta {tta}: choose one of {', '.join(TTA_MODES)}")
+    try:
+        check_tta(tta)  # before any image is read
+    except ConfigError as exc:  # a bad value, not a usage error: exit code 1
+        raise FerkitError(f"--tta {tta}: {exc}") from None
     console = Console()
     err = Console(stderr=True)
     items = collect_inputs(list(inputs))

@@ -77,10 +77,10 @@ class Recognizer:
     def __init__(self, model=None, device: str = "auto", min_confidence: float = 0.5,
                  tta: str = "none", detector: Detector | None = None,
                  detect_max_side: int = 1280, backend: str = "auto") -> None:
-        from ferkit.models.predictor import TTA_MODES, Predictor
+        from ferkit.models.inference import check_tta
+        from ferkit.models.predictor import Predictor
 
-        if tta not in TTA_MODES:
-            raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+        check_tta(tta)  # a ConfigError, which is a ValueError
         if model is None:
             model = "default"
         if isinstance(model, Predictor) or hasattr(model, "predict_proba"):

@@ -90,11 +90,14 @@ def run_trial(study: Any, trial: Any, values: dict[str, Any], space: SearchSpace
     say(f"trial {trial.number}: {shown}")
     history: list[Any] = []
 
-    def on_epoch(m: Any) -> None:
+    pruned: list[str] = []
+
+    def on_epoch(m: Any) -> bool:  # True asks the loop to stop: the pruner gave up on the trial
         history.append(m)
         trial.report(m.val_acc, m.epoch)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {m.epoch}: val acc {m.val_acc:.4f}")
+            pruned.append(f"pruned after epoch {m.epoch}: val acc {m.val_acc:.4f}")
+        return bool(pruned)
 
     def on_start(info: Any) -> None:
         trial.set_user_attr("n_parameters", int(info.parameters))
@@ -103,17 +106,17 @@ def run_trial(study: Any, trial: Any, values: dict[str, Any], space: SearchSpace
     with Heartbeat(study._storage, trial._trial_id, heartbeat_of(study._storage)):
         try:
             result = train(config, dataset=dataset, on_epoch=on_epoch, on_start=on_start)
-        except optuna.TrialPruned as exc:
-            _record(trial, history, time.perf_counter() - t0, None)
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            say(f"trial {trial.number}: {exc}")
-            return
         except BaseException as exc:
             _record(trial, history, time.perf_counter() - t0, None)
             with contextlib.suppress(Exception):
                 trial.set_user_attr("error", f"{exc.__class__.__name__}: {exc}"[:500])
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
+    if pruned:
+        _record(trial, history, time.perf_counter() - t0, None)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        say(f"trial {trial.number}: {pruned[0]}")
+        return
     _record(trial, history, result.wall_seconds, result)
     study.tell(trial, result.best_val_accuracy)
     say(f"trial {trial.number}: best val acc {result.best_val_accuracy:.4f} (epoch "
