@@ -14,8 +14,9 @@ from pathlib import Path
 
 from ferkit.models.checkpoint import DEFAULT_WEIGHTS, load_checkpoint, save_checkpoint
 
+# load_checkpoint gives the current layout; its version is kept, and a distilled run's teacher
 KEEP = ("version", "arch", "arch_kwargs", "classes", "normalization", "config", "epoch",
-        "metrics", "state_dict")  # load_checkpoint gives the current layout; keep its version
+        "metrics", "state_dict", "teacher")
 
 
 def main() -> None:
