@@ -112,7 +112,7 @@ def open_storage(url: str, heartbeat: bool = True):
         hb = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_BEATS * HEARTBEAT_S,
               **_retry_callback_kwargs(optuna)}
     try:
-        with _creation_lock(url, db):
+        with _creation_lock(url):
             return optuna.storages.RDBStorage(engine_url(url), engine_kwargs=engine_kwargs,
                                               **hb)
     except Exception as exc:  # bad URL, missing driver, unreachable server
@@ -120,26 +120,10 @@ def open_storage(url: str, heartbeat: bool = True):
                          f"{_driver_hint(url, exc)}") from exc
 
 
-@contextlib.contextmanager
-def _creation_lock(url: str, db: Path | None) -> Iterator[None]:
+def _creation_lock(url: str) -> contextlib.AbstractContextManager[None]:
     """Held while Optuna creates its tables: workers starting together on a new database would
     race to create them (PostgreSQL: "duplicate key ... studydirection already exists")."""
-    if db is not None:
-        with _file_lock(_lock_path(db)):
-            yield
-        return
-    dialect = url.split(":", 1)[0].split("+", 1)[0]
-    if dialect not in ("postgresql", "mysql", "mariadb"):
-        yield
-        return
-    from sqlalchemy import create_engine
-
-    engine = create_engine(engine_url(url))
-    try:
-        with _db_lock(engine, dialect, "ferkit-sweep:create-tables"):
-            yield
-    finally:
-        engine.dispose()
+    return _process_lock(url, "ferkit-sweep:create-tables")
 
 
 def _retry_callback_kwargs(optuna: Any) -> dict[str, Any]:
@@ -169,6 +153,7 @@ def _lock_path(db: Path) -> Path:
 
 
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
+_SERVER_LOCK_DIALECTS = ("postgresql", "mysql", "mariadb")  # servers with named locks
 
 
 @contextlib.contextmanager
@@ -176,18 +161,36 @@ def study_lock(storage: Any, url: str, study: str) -> Iterator[None]:
     """Serialise trial claims between the workers of one study (processes and machines)."""
     url = normalize_storage(url)
     thread_lock = _THREAD_LOCKS.setdefault(f"{url}#{study}", threading.Lock())
-    with thread_lock:
-        db = sqlite_path(url)
-        if db is not None:
-            with _file_lock(_lock_path(db)):
-                yield
-            return
-        dialect = getattr(getattr(storage, "engine", None), "name", "")
-        if dialect in ("postgresql", "mysql", "mariadb"):
-            with _db_lock(storage.engine, dialect, f"ferkit-sweep:{study}"):
-                yield
-            return
-        yield  # in-memory SQLite (one process) or a storage without locks
+    with thread_lock, _process_lock(url, f"ferkit-sweep:{study}",
+                                    getattr(storage, "engine", None)):
+        yield
+
+
+@contextlib.contextmanager
+def _process_lock(url: str, name: str, engine: Any = None) -> Iterator[None]:
+    """A lock every process and machine using `url` sees: a file lock beside a SQLite file, a
+    named lock on a database server (through `engine`, or a short-lived one of its own), none
+    for in-memory SQLite (one process)."""
+    db = sqlite_path(url)
+    if db is not None:
+        with _file_lock(_lock_path(db)):
+            yield
+        return
+    dialect = url.split(":", 1)[0].split("+", 1)[0]
+    if dialect not in _SERVER_LOCK_DIALECTS:
+        yield
+        return
+    own_engine = engine is None
+    if own_engine:
+        from sqlalchemy import create_engine
+
+        engine = create_engine(engine_url(url))
+    try:
+        with _db_lock(engine, dialect, name):
+            yield
+    finally:
+        if own_engine:
+            engine.dispose()
 
 
 @contextlib.contextmanager
