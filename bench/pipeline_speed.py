@@ -4,8 +4,9 @@
     .venv/bin/python bench/pipeline_speed.py --model runs/x --photos 120 --frames 300
 
 Everything is generated from the shipped sample photo (no dataset needed):
-- one 640x480 photo with 1 face and with 5 faces: ms per photo for Recognizer.predict with the
-  PyTorch classifier and with the onnxruntime one (`ferkit export`);
+- one photo, 640x480 with 1, 3 and 5 faces and a 4032x3024 phone-sized JPEG file: ms per photo
+  for Recognizer.predict with the old detection (one pass at 1280 px) and the new default
+  (DETECT_SIZE with the finer pass), PyTorch, and the new one with onnxruntime (`ferkit export`);
 - a folder of --photos 640x480 JPEGs (1, 3 or 5 faces each): photos/s one image at a time
   (read, then predict: the loop `ferkit predict` ran before the pipeline) and through
   ferkit.recognition.pipeline.recognize_images (read and detect in threads, batched
@@ -69,6 +70,24 @@ def vga_photo(n_faces: int) -> np.ndarray:
     return canvas
 
 
+def letterboxed_sample(size: tuple[int, int] = (640, 480)) -> np.ndarray:
+    """The shipped 3-face sample photo (1157x400) letterboxed into `size` (the issue's photo)."""
+    import cv2
+
+    from ferkit.recognition.images import read_image
+    from ferkit.recognition.samples import sample_photo
+
+    photo = read_image(sample_photo()).array
+    w, h = size
+    scale = min(w / photo.shape[1], h / photo.shape[0])
+    fitted = cv2.resize(photo, (round(photo.shape[1] * scale), round(photo.shape[0] * scale)),
+                        interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((h, w, 3), np.uint8)
+    y, x = (h - fitted.shape[0]) // 2, (w - fitted.shape[1]) // 2
+    canvas[y:y + fitted.shape[0], x:x + fitted.shape[1]] = fitted
+    return canvas
+
+
 def faces_key(faces) -> list:
     return [(f.box, f.expression) for f in faces]
 
@@ -94,10 +113,12 @@ def main() -> None:
 
     from ferkit.models.export import export_onnx, quantize_int8
     from ferkit.precision import cpu_has_native_bf16
+    from ferkit.recognition.detector import YuNetDetector
     from ferkit.recognition.draw import annotate
-    from ferkit.recognition.images import read_image
+    from ferkit.recognition.images import MAX_SIDE, read_image
     from ferkit.recognition.pipeline import default_workers, recognize_images
     from ferkit.recognition.recognizer import Recognizer
+    from ferkit.recognition.sizes import DETECT_SIZE
     from ferkit.recognition.video import process_video
 
     rec = Recognizer(model=args.model, device="cpu")
@@ -112,15 +133,29 @@ def main() -> None:
           f"{cv2.__version__}; model {rec.predictor.arch} ({args.model}); "
           f"{time.strftime('%Y-%m-%d')}")
 
-    print("\n## one 640x480 photo (detect + align + classify), median ms")
-    for n in (1, 3, 5):
-        photo = vga_photo(n)
-        found = len(rec.predict(photo))
-        t_torch = median_ms(lambda p=photo: rec.predict(p), args.repeats)
+    # The path before 2026-12-02: one detection pass at 1280 px on the picture decoded at up
+    # to 4096 px. The default now: DETECT_SIZE with the finer pass where needed.
+    rec_old = Recognizer(model=args.model, device="cpu",
+                         detector=YuNetDetector(detect_size=1280, finer_pass=False))
+    rec_old.decode_side = MAX_SIDE
+    print(f"\n## one photo (read + detect + align + classify), median ms: old = one detection "
+          f"pass at 1280 px, new = {DETECT_SIZE} px with the finer pass where needed")
+    big = tmp / "phone-4032x3024.jpg"
+    Image.fromarray(letterboxed_sample((4032, 3024))).save(big, quality=90)
+    photos = [(f"640x480, {n} face(s) of 28-150 px", vga_photo(n)) for n in (1, 3, 5)]
+    photos += [("the 3-face sample letterboxed into 640x480", letterboxed_sample()),
+               ("the same in a 4032x3024 JPEG file", big)]
+    for label, photo in photos:
+        found = {name: faces_key(r.predict(photo))
+                 for name, r in (("old", rec_old), ("new", rec), ("onnx", rec_onnx))}
+        t_old = median_ms(lambda p=photo: rec_old.predict(p), args.repeats)
+        t_new = median_ms(lambda p=photo: rec.predict(p), args.repeats)
         t_onnx = median_ms(lambda p=photo: rec_onnx.predict(p), args.repeats)
-        t_detect = median_ms(lambda p=photo: rec.detector.detect(p), args.repeats)
-        print(f"{n} face(s) placed, {found} found: torch {t_torch:.1f} ms, onnxruntime "
-              f"{t_onnx:.1f} ms (detection alone {t_detect:.1f} ms)")
+        same = "same faces" if len(found["old"]) == len(found["new"]) == len(found["onnx"]) \
+            else "faces differ: " + ", ".join(f"{k} {len(v)}" for k, v in found.items())
+        print(f"{label}: old {t_old:.1f} ms, new {t_new:.1f} ms ({t_old / t_new:.2f}x), new "
+              f"with onnxruntime {t_onnx:.1f} ms ({t_old / t_onnx:.2f}x); "
+              f"{len(found['new'])} found, {same}")
 
     print(f"\n## a folder of {args.photos} 640x480 JPEGs")
     folder = tmp / "photos"

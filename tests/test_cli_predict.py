@@ -148,6 +148,15 @@ def test_bad_model_is_one_line_error(monkeypatch, capsys, tmp_path):
     assert err.strip().startswith("error:") and "nope.pt" in err and "Traceback" not in err
 
 
+def test_detect_size_option(monkeypatch, capsys, checkpoint, tmp_path):
+    code, _, err = run(monkeypatch, capsys, "predict", grace_hopper_path(), "--model",
+                       checkpoint, "--detect-size", "10")
+    assert code == 2 and "--detect-size 10" in err and "at least 64" in err  # a bad value
+    code, out, _ = run(monkeypatch, capsys, "predict", grace_hopper_path(), "--json", "--model",
+                       checkpoint, "--detect-size", "0")
+    assert code == 0 and len(json.loads(out)["faces"]) == 1
+
+
 def test_no_face_reported(monkeypatch, capsys, checkpoint, tmp_path):
     blank = tmp_path / "blank.png"
     Image.new("RGB", (200, 150), (120, 120, 120)).save(blank)

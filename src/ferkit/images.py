@@ -162,6 +162,28 @@ def to_face(gray: np.ndarray) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(gray), (FACE_SIZE, FACE_SIZE), interpolation=interp)
 
 
+def shrink_to(array: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    """An array shrunk to longest side `side` (itself when no larger, or side is 0) and the
+    input pixels per output pixel (as DecodedImage.scale). Area-averaged, by a whole factor
+    first: OpenCV's INTER_AREA has a fast path for whole factors (8 ms against 27 ms from
+    4032x3024 to 640x480 on 2 cores)."""
+    import cv2
+
+    h, w = array.shape[:2]
+    longest = max(h, w)
+    if side == 0 or longest <= side:
+        return array, 1.0
+    whole = int(longest / side)
+    if whole >= 2:
+        array = cv2.resize(array, (max(1, w // whole), max(1, h // whole)),
+                           interpolation=cv2.INTER_AREA)
+    factor = longest / side
+    size = (max(1, round(w / factor)), max(1, round(h / factor)))
+    if (array.shape[1], array.shape[0]) != size:
+        array = cv2.resize(array, size, interpolation=cv2.INTER_AREA)
+    return array, w / array.shape[1]
+
+
 def _open(fp: io.BytesIO | Path) -> Image.Image:
     """Image.open (header only) without Pillow's bomb check: PixelLimits is checked instead."""
     try:
@@ -239,12 +261,11 @@ def decode_pil(im: Image.Image, limits: PixelLimits = PixelLimits(), *, gray: bo
         if orientation is None:
             orientation = _exif_orientation(im)
         im = _shrink(im, target)  # the one full-size decode happens in here
-        im = _to_8bit(im)
-        if target is not None and im.width * im.height > target[0] * target[1]:
-            im = im.resize(target, Image.Resampling.BILINEAR)
+        arr = np.asarray(_to_8bit(im), dtype=np.uint8)
+        if target is not None and arr.shape[0] * arr.shape[1] > target[0] * target[1]:
+            arr = _finish_shrink(arr, target)
         if orientation in _TRANSPOSE:
-            im = im.transpose(_TRANSPOSE[orientation])
-        arr = np.asarray(im, dtype=np.uint8)
+            arr = np.asarray(Image.fromarray(arr).transpose(_TRANSPOSE[orientation]))
     except ImageDecodeError:
         raise
     except Exception as exc:  # truncated or corrupt data shows up here, on load
@@ -294,6 +315,15 @@ def _shrink(im: Image.Image, target: tuple[int, int] | None) -> Image.Image:
     if im.mode not in _REDUCIBLE_MODES:  # palette, 1-bit, 16-bit ...: convert at full size
         im = _to_8bit(im)
     return im.reduce(factor)
+
+
+def _finish_shrink(arr: np.ndarray, target: tuple[int, int]) -> np.ndarray:
+    """The shrink left after the whole-factor reduce, always under 2x: OpenCV's bilinear, which
+    at under 2x still reads nearly every source pixel, took 2 ms where Pillow's antialiased
+    resize took 24 ms (a 2016x1512 phone-photo draft to 1280x960, 2 cores)."""
+    import cv2
+
+    return cv2.resize(np.ascontiguousarray(arr), target, interpolation=cv2.INTER_LINEAR)
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:

@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from ferkit.errors import FerkitError
+from ferkit.recognition.sizes import DETECT_SIZE, DETECT_SIZE_HELP
 
 PREDICT_HELP = """Find the faces in images, folders or videos and name the expression on each.
 
@@ -133,6 +134,8 @@ def predict(
                                help="Where to run the classifier."),
     min_confidence: float = typer.Option(0.5, "--min-confidence", min=0.0, max=1.0,
                                          help="Face detector confidence threshold (0-1)."),
+    detect_size: int = typer.Option(DETECT_SIZE, "--detect-size", min=0, metavar="PX",
+                                    help=DETECT_SIZE_HELP),
     tta: str = typer.Option("none", "--tta", metavar="none|flip|tencrop",
                             help="Test-time augmentation for the classifier."),
     progress: bool = typer.Option(True, "--progress/--no-progress",
@@ -163,7 +166,7 @@ def predict(
     err = Console(stderr=True)
     items = collect_inputs(list(inputs))
     rec = Recognizer(model=model, device=device, min_confidence=min_confidence, tta=tta,
-                     backend=backend)
+                     backend=backend, detect_size=detect_size)
     table_rows: list[tuple[str, list]] = []
     video_notes: list[str] = []
     n_images = sum(1 for it in items if it.kind == "image")
@@ -233,12 +236,15 @@ def webcam(
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda|mps"),
     min_confidence: float = typer.Option(0.5, "--min-confidence", min=0.0, max=1.0,
                                          help="Face detector confidence threshold (0-1)."),
+    detect_size: int = typer.Option(DETECT_SIZE, "--detect-size", min=0, metavar="PX",
+                                    help=DETECT_SIZE_HELP),
 ) -> None:
     from ferkit.recognition.live import check_display, run_webcam
     from ferkit.recognition.recognizer import Recognizer
 
     check_display()  # before loading the model: fail fast on a headless machine
-    rec = Recognizer(model=model, device=device, min_confidence=min_confidence)
+    rec = Recognizer(model=model, device=device, min_confidence=min_confidence,
+                     detect_size=detect_size)
     start = time.perf_counter()
     frames = run_webcam(rec, camera)
     elapsed = time.perf_counter() - start

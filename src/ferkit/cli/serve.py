@@ -10,6 +10,7 @@ import socket
 import typer
 
 from ferkit.errors import FerkitError
+from ferkit.recognition.sizes import DETECT_SIZE, DETECT_SIZE_HELP, check_detect_size
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 SERVE_MODULES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart"}
@@ -75,6 +76,8 @@ def serve(
                                         help="How long a micro-batch waits for more requests."),
     min_confidence: float = typer.Option(0.5, "--min-confidence", min=0.0, max=1.0,
                                          help="Face detection threshold."),
+    detect_size: int = typer.Option(DETECT_SIZE, "--detect-size", min=0, metavar="PX",
+                                    help=DETECT_SIZE_HELP),
     ssl_certfile: str = typer.Option(None, "--ssl-certfile",
                                      help="Serve HTTPS (browsers allow the webcam only over "
                                           "HTTPS or on localhost)."),
@@ -102,12 +105,14 @@ def serve(
 
     config = {
         "model": model, "device": device, "min_confidence": min_confidence,
+        "detect_size": detect_size,
         "batching": batching, "max_batch": max_batch, "max_wait_ms": batch_wait_ms,
         "threads": threads or None,
         "decode_slots": decode_slots or _auto_decode_slots(workers),
         "limits": {"max_upload_bytes": int(max_upload_mb * 2**20), "max_pixels": max_pixels,
                    "work_pixels": work_pixels},
     }
+    check_detect_size(detect_size)
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise FerkitError("--ssl-certfile and --ssl-keyfile go together")
     for opt, value in (("--ssl-certfile", ssl_certfile), ("--ssl-keyfile", ssl_keyfile)):

@@ -1,9 +1,21 @@
 """Face detection behind a small interface, so another detector can be plugged in.
 
 The default is YuNet through the `yuface` package (libfacedetection, CPU, no weights to
-download): about 30-60 ms per 640x480 image, five landmarks per face. A detector is any object
-with `detect(rgb) -> list[Detection]`; subclass `Detector` to get the downscaling of large
-images for free by implementing `_detect_bgr`.
+download), five landmarks per face. A detector is any object with `detect(rgb) ->
+list[Detection]`; subclass `Detector` and implement `_detect_bgr` to get the sizing for free:
+
+- Detection runs on a copy whose longest side is `detect_size` (DETECT_SIZE, 640): YuNet's time
+  grows with the pixels (on a 2-core AMD EPYC Zen 3 about 27 ms at 640x480 and 130-200 ms at
+  1280 px), and at 640 a 640x480 frame is detected as it is.
+- A finer pass, where needed: a big picture shrunk for detection loses the faces that fall
+  under YuNet's floor (about 24 px, SMALL_FACE) in the copy. When the copy was shrunk and holds
+  no sure face, an unsure one (score between CANDIDATE_SCORE and min_confidence) or a sure one
+  at the floor, a second pass runs on a copy of `finer_side` (at least 1280 px, the one-pass
+  size of earlier releases) and the two are merged. A phone photo of a few people pays for the
+  small pass only; a group photo with small faces pays for both and finds what one pass at
+  1280 px found (`bench/detect_size.py`, table in the README). Not caught: faces under the
+  floor beside large ones and no unsure detection (one face of 40 px in a 4032x3024 picture
+  beside one of 1,000 px, in that bench).
 """
 
 from __future__ import annotations
@@ -12,6 +24,16 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ferkit.images import shrink_to
+from ferkit.recognition.sizes import (
+    CANDIDATE_SCORE,
+    DETECT_SIZE,
+    SAME_FACE_IOU,
+    SMALL_FACE,
+    check_detect_size,
+    finer_side,
+)
 
 
 @dataclass
@@ -30,36 +52,47 @@ class Detection:
 
 
 class Detector:
-    """Base class: runs `_detect_bgr` on a copy whose longest side is at most `max_side`."""
+    """Base class: runs `_detect_bgr` on a copy of `detect_size` px (see the module docstring)."""
 
     name = "base"
 
-    def __init__(self, min_confidence: float = 0.5, max_side: int = 1280) -> None:
+    def __init__(self, min_confidence: float = 0.5, detect_size: int = DETECT_SIZE,
+                 finer_pass: bool = True) -> None:
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        check_detect_size(detect_size)
         self.min_confidence = float(min_confidence)
-        self.max_side = int(max_side)
+        self.detect_size = int(detect_size)
+        self.finer_pass = finer_pass
+
+    @property
+    def candidate_score(self) -> float:
+        """`_detect_bgr` returns detections down to this score: the unsure ones, below
+        min_confidence, are never reported but make the finer pass run."""
+        return min(self.min_confidence, CANDIDATE_SCORE)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """(H, W, 3) uint8 RGB -> detections, boxes and landmarks in the input's pixels."""
-        import cv2
-
         h, w = rgb.shape[:2]
-        factor = 1.0
-        longest = max(h, w)
-        if longest > self.max_side:
-            factor = longest / self.max_side
-            small = cv2.resize(rgb, (max(1, round(w / factor)), max(1, round(h / factor))),
-                               interpolation=cv2.INTER_AREA)
-        else:
-            small = rgb
-        bgr = np.ascontiguousarray(small[:, :, ::-1])
-        found = self._detect_bgr(bgr)
+        found, factor = self._detect_on_copy(rgb, self.detect_size)
+        if (self.finer_pass and factor > 1.0
+                and needs_finer_pass(found, factor, self.min_confidence)):
+            finer, _ = self._detect_on_copy(rgb, finer_side(self.detect_size))
+            found = merge_passes(finer, found)
+        return [_clip(d, w, h) for d in found if d.score >= self.min_confidence]
+
+    def _detect_on_copy(self, rgb: np.ndarray, side: int) -> tuple[list[Detection], float]:
+        """Detections on a copy of longest side `side` (0: none), in the input's pixels, and
+        the input pixels per copy pixel."""
+        small, factor = shrink_to(rgb, side)
+        found = self._detect_bgr(np.ascontiguousarray(small[:, :, ::-1]))
         if factor != 1.0:
             found = [d.scaled(factor) for d in found]
-        return [_clip(d, w, h) for d in found]
+        return found, factor
 
     def _detect_bgr(self, bgr: np.ndarray) -> list[Detection]:
+        """Faces in a BGR copy, in its pixels, down to score `candidate_score` (detect() drops
+        those under min_confidence)."""
         raise NotImplementedError
 
 
@@ -75,12 +108,35 @@ class YuNetDetector(Detector):
             return []
         with warnings.catch_warnings():  # yuface warns above 960 px: only slower, still right
             warnings.simplefilter("ignore", UserWarning)
-            scores, boxes, landmarks = yuface.detect(bgr, conf=self.min_confidence)
+            scores, boxes, landmarks = yuface.detect(bgr, conf=self.candidate_score)
         out = []
         for score, box, lm in zip(scores, boxes, landmarks, strict=True):
             out.append(Detection(tuple(float(v) for v in box), float(score) / 100.0,
                                  np.asarray(lm, np.float32).reshape(5, 2)))
         return out
+
+
+def needs_finer_pass(found: list[Detection], factor: float, min_confidence: float) -> bool:
+    """In a copy shrunk by `factor`: no sure face, an unsure one, or a sure one near the
+    detector's floor. Each hints at faces too small to be found in the copy."""
+    sure = [d for d in found if d.score >= min_confidence]
+    return (not sure or len(sure) < len(found)
+            or min(min(d.box[2], d.box[3]) for d in sure) / factor < SMALL_FACE)
+
+
+def merge_passes(finer: list[Detection], coarse: list[Detection]) -> list[Detection]:
+    """The finer pass's faces, plus the coarse pass's that it did not find (large faces can be
+    missed at the finer scale)."""
+    return finer + [c for c in coarse if all(iou(c.box, f.box) < SAME_FACE_IOU for f in finer)]
+
+
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _clip(d: Detection, width: int, height: int) -> Detection:

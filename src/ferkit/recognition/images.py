@@ -17,7 +17,14 @@ import numpy as np
 from PIL import Image
 
 from ferkit.errors import InputError
-from ferkit.images import DecodedImage, ImageDecodeError, PixelLimits, decode_image, decode_pil
+from ferkit.images import (
+    DecodedImage,
+    ImageDecodeError,
+    PixelLimits,
+    decode_image,
+    decode_pil,
+    shrink_to,
+)
 
 # Largest image (in pixels, as stored in the file) that is decoded at full size. Above it a JPEG
 # is still read through a reduced-scale draft if that brings it under the limit; anything else
@@ -83,9 +90,8 @@ def from_array(array: np.ndarray, name: str = "<array>", max_side: int = MAX_SID
     elif arr.shape[2] == 4:
         arr = arr[:, :, :3]  # alpha dropped, as in files (ferkit.images)
     h, w = arr.shape[:2]
-    if max(h, w) > max_side:
-        return from_pil(Image.fromarray(arr), name, max_side)
-    return DecodedImage(np.ascontiguousarray(arr), (int(w), int(h)), 1.0, "array", name)
+    arr, scale = shrink_to(arr, max_side)
+    return DecodedImage(np.ascontiguousarray(arr), (int(w), int(h)), scale, "array", name)
 
 
 def load_image(image: str | Path | Image.Image | np.ndarray | DecodedImage,

@@ -7,9 +7,15 @@
         print(f.box, f.expression, f.score, f.flags)
     probs = rec.classify(crops)           # (N, 48, 48) uint8 faces -> (N, 7) probabilities
 
-Steps per image: read (ferkit.recognition.images), detect (YuNet on a copy whose longest side
-is <= 1280 px), align each face to a 48x48 FER2013-style crop (ferkit.recognition.align), and
-classify all faces of the image in one batch with ferkit.models.predictor.Predictor.
+Steps per image: read (ferkit.recognition.images; a file at most twice the detection size, so
+a phone JPEG decodes through libjpeg's reduced scales), detect (YuNet on a copy of
+`detect_size` px, with a finer pass where small faces may hide, ferkit.recognition.detector),
+align each face to a 48x48 FER2013-style crop (ferkit.recognition.align), and classify all
+faces of the image in one batch with ferkit.models.predictor.Predictor.
+
+Faces are cropped from the decoded picture, which holds every face the detector can find at
+at least twice its size in the detection copy (YuNet's floor of about 24 px there becomes 48 px,
+the crop's own size), so decoding no larger costs no detail the 48x48 crop could keep.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from PIL import Image
 from ferkit.classes import FACE_SIZE
 from ferkit.images import DecodedImage, to_face, to_gray
 from ferkit.recognition.align import align_face, quality_flags
-from ferkit.recognition.detector import Detection, Detector, YuNetDetector
+from ferkit.recognition.detector import DETECT_SIZE, Detection, Detector, YuNetDetector
 from ferkit.recognition.face import Face
-from ferkit.recognition.images import load_image
+from ferkit.recognition.images import MAX_SIDE, load_image
+from ferkit.recognition.sizes import finer_side
 
 ImageInput = str | Path | Image.Image | np.ndarray | DecodedImage
 
@@ -72,11 +79,13 @@ class Recognizer:
     detector: any object with detect(rgb) -> list[Detection]; YuNet by default.
     backend: "auto" (onnxruntime for a .onnx file from `ferkit export`, else PyTorch), "torch"
         or "onnxruntime".
+    detect_size: longest side of the copy faces are detected on (0: the picture as decoded,
+        up to MAX_SIDE); ignored when `detector` is given.
     """
 
     def __init__(self, model=None, device: str = "auto", min_confidence: float = 0.5,
                  tta: str = "none", detector: Detector | None = None,
-                 detect_max_side: int = 1280, backend: str = "auto") -> None:
+                 detect_size: int = DETECT_SIZE, backend: str = "auto") -> None:
         from ferkit.models.inference import check_tta
         from ferkit.models.predictor import Predictor
 
@@ -88,7 +97,9 @@ class Recognizer:
         else:
             self.predictor = load_classifier(model, device, backend)
         self.tta = tta
-        self.detector = detector or YuNetDetector(min_confidence, max_side=detect_max_side)
+        self.detector = detector or YuNetDetector(min_confidence, detect_size=detect_size)
+        size = finer_side(getattr(self.detector, "detect_size", 0))
+        self.decode_side = min(MAX_SIDE, size) if size else MAX_SIDE
         self.min_confidence = float(min_confidence)
 
     @property
@@ -142,13 +153,13 @@ class Recognizer:
 
     def detect(self, image: ImageInput) -> list[Detection]:
         """Faces in the image, boxes in pixels of the original image, sorted left to right."""
-        loaded = load_image(image)
+        loaded = load_image(image, self.decode_side)
         found = self._detect(loaded)
         return [d.scaled(loaded.scale) for d in found] if loaded.scale != 1.0 else found
 
     def crops(self, image: ImageInput) -> tuple[list[Detection], np.ndarray]:
         """Detections (pixels of the original image) and their (N, 48, 48) aligned crops."""
-        loaded = load_image(image)
+        loaded = load_image(image, self.decode_side)
         found, crops = self._detect_and_align(loaded)
         if loaded.scale != 1.0:
             found = [d.scaled(loaded.scale) for d in found]
@@ -158,7 +169,7 @@ class Recognizer:
     def prepare(self, image: ImageInput) -> Prepared:
         """Read, detect and align (no classification): the part that runs in worker threads
         when many images go through `ferkit.recognition.pipeline`."""
-        loaded = load_image(image)
+        loaded = load_image(image, self.decode_side)
         found, crops = self._detect_and_align(loaded)
         return Prepared(loaded, found, crops)
 

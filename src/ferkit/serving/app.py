@@ -36,6 +36,7 @@ from starlette.requests import ClientDisconnect
 from ferkit import __version__
 from ferkit.classes import FACE_SIZE
 from ferkit.errors import FerkitError
+from ferkit.recognition.sizes import DETECT_SIZE
 from ferkit.serving.engine import Engine
 from ferkit.serving.limits import (
     ApiError,
@@ -489,6 +490,7 @@ def _stack(faces: list[np.ndarray]) -> np.ndarray:
 def build_from_config(config: dict[str, Any]) -> FastAPI:
     engine = Engine(config.get("model", "default"), device=config.get("device", "auto"),
                     min_confidence=config.get("min_confidence", 0.5),
+                    detect_size=config.get("detect_size", DETECT_SIZE),
                     batching=config.get("batching", True), max_batch=config.get("max_batch", 64),
                     max_wait_ms=config.get("max_wait_ms", 3.0))
     limits = Limits(**config.get("limits", {}))

@@ -18,6 +18,7 @@ import numpy as np
 
 from ferkit.classes import FACE_SIZE
 from ferkit.images import DecodedImage
+from ferkit.recognition.sizes import DETECT_SIZE
 from ferkit.serving.batching import MicroBatcher
 
 log = logging.getLogger("ferkit.serve")
@@ -38,14 +39,15 @@ class Engine:
     """Loads the model once; thread-safe predict() for photos and classify() for cropped faces."""
 
     def __init__(self, model: str | Path = "default", *, device: str = "auto",
-                 min_confidence: float = 0.5, batching: bool = True, max_batch: int = 64,
-                 max_wait_ms: float = 3.0) -> None:
+                 min_confidence: float = 0.5, detect_size: int = DETECT_SIZE,
+                 batching: bool = True, max_batch: int = 64, max_wait_ms: float = 3.0) -> None:
         from ferkit.recognition.recognizer import Recognizer
 
         start = time.perf_counter()
         self.spec = str(model)
         self.name = model_name(model)
-        self.recognizer = Recognizer(model=model, device=device, min_confidence=min_confidence)
+        self.recognizer = Recognizer(model=model, device=device, min_confidence=min_confidence,
+                                     detect_size=detect_size)
         self._meta = self._read_meta()
         # The recognizer's own classify() becomes the batcher's model call, and the recognizer
         # is pointed at the batched version, so faces found by predict() are batched too.

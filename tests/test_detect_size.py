@@ -1,0 +1,128 @@
+"""Detection at the right size: the shrunk copy, the finer pass where needed, decode size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from recognition_support import model_for_tests, shared_checkpoint
+
+from ferkit.errors import ConfigError
+from ferkit.images import shrink_to
+from ferkit.recognition.detector import (
+    Detection,
+    Detector,
+    YuNetDetector,
+    merge_passes,
+    needs_finer_pass,
+)
+from ferkit.recognition.recognizer import Recognizer
+from ferkit.recognition.samples import sample_photo
+from ferkit.recognition.sizes import DETECT_SIZE, FINER_SIZE, finer_side
+
+
+class Recording(Detector):
+    """Answers each pass with `faces(side)` (boxes in the copy's pixels); records the copies."""
+
+    def __init__(self, faces, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.faces, self.copies = faces, []
+
+    def _detect_bgr(self, bgr):
+        self.copies.append(bgr.shape[:2])
+        return self.faces(max(bgr.shape[:2]))
+
+
+def big_face(side):
+    return [Detection((10.0, 10.0, side / 4, side / 4), 0.9)]
+
+
+def test_a_big_photo_with_a_big_face_is_detected_once_on_the_small_copy():
+    det = Recording(big_face)
+    found = det.detect(np.zeros((3000, 4000, 3), np.uint8))
+    assert det.copies == [(480, 640)]
+    assert len(found) == 1 and found[0].box[2] == pytest.approx(1000, rel=0.01)  # input pixels
+
+
+@pytest.mark.parametrize("coarse", [
+    [],  # no face at all
+    [Detection((10.0, 10.0, 200.0, 200.0), 0.9), Detection((300.0, 10.0, 15.0, 15.0), 0.3)],
+    [Detection((10.0, 10.0, 200.0, 200.0), 0.9), Detection((300.0, 10.0, 20.0, 20.0), 0.8)],
+], ids=["none", "unsure-candidate", "face-at-the-floor"])
+def test_the_finer_pass_runs_where_small_faces_may_hide(coarse):
+    det = Recording(lambda side: coarse if side == DETECT_SIZE else big_face(side))
+    det.detect(np.zeros((3000, 4000, 3), np.uint8))
+    assert det.copies == [(480, 640), (960, 1280)]
+
+
+def test_no_finer_pass_when_the_picture_was_not_shrunk_or_it_is_off():
+    det = Recording(lambda side: [])
+    det.detect(np.zeros((480, 640, 3), np.uint8))
+    assert det.copies == [(480, 640)]
+    off = Recording(lambda side: [], finer_pass=False)
+    off.detect(np.zeros((3000, 4000, 3), np.uint8))
+    assert off.copies == [(480, 640)]
+    full = Recording(lambda side: [], detect_size=0)
+    full.detect(np.zeros((3000, 4000, 3), np.uint8))
+    assert full.copies == [(3000, 4000)]
+
+
+def test_unsure_detections_are_never_reported():
+    det = Recording(lambda side: [Detection((1.0, 1.0, 50.0, 50.0), 0.3)])
+    assert det.detect(np.zeros((480, 640, 3), np.uint8)) == []
+
+
+def test_merge_keeps_the_finer_faces_and_the_coarse_ones_it_missed():
+    a = Detection((0.0, 0.0, 100.0, 100.0), 0.9)
+    a_again = Detection((5.0, 5.0, 100.0, 100.0), 0.8)
+    b = Detection((500.0, 0.0, 100.0, 100.0), 0.9)
+    assert merge_passes([a_again], [a, b]) == [a_again, b]
+    assert needs_finer_pass([a], 1.0, 0.5) is False
+    assert needs_finer_pass([a], 5.0, 0.5) is True  # 20 px in the copy
+
+
+def test_finer_side_and_bad_sizes():
+    assert finer_side(640) == FINER_SIZE and finer_side(1000) == 2000 and finer_side(0) == 0
+    for bad in (-1, 10):
+        with pytest.raises(ConfigError, match="--detect-size"):
+            YuNetDetector(detect_size=bad)
+
+
+def test_shrink_to_keeps_the_aspect_and_reports_the_factor():
+    arr = np.zeros((3024, 4032, 3), np.uint8)
+    small, factor = shrink_to(arr, 640)
+    assert small.shape == (480, 640, 3) and factor == pytest.approx(6.3)
+    same, one = shrink_to(arr, 0)
+    assert same is arr and one == 1.0
+    thin, _ = shrink_to(np.zeros((1, 5000), np.uint8), 640)
+    assert thin.shape == (1, 640)
+
+
+def group_photo() -> np.ndarray:
+    """The sample photo's three faces (about 45-80 px) on a 4000x3000 canvas."""
+    rgb = Image.open(sample_photo()).convert("RGB")
+    small = np.asarray(rgb.resize((rgb.width * 2 // 3, rgb.height * 2 // 3)))
+    canvas = np.full((3000, 4000, 3), 128, np.uint8)
+    canvas[100:100 + small.shape[0], 100:100 + small.shape[1]] = small
+    return canvas
+
+
+def test_small_faces_of_a_big_photo_are_found_as_one_pass_at_1280_finds_them():
+    photo = group_photo()
+    one_pass_small = YuNetDetector(finer_pass=False).detect(photo)
+    old = YuNetDetector(detect_size=1280, finer_pass=False).detect(photo)
+    new = YuNetDetector().detect(photo)
+    assert len(one_pass_small) < len(old) == 3  # the small copy alone loses a face ...
+    assert len(new) == 3  # ... which the finer pass finds again
+
+
+def test_the_recognizer_decodes_a_big_file_at_the_finer_size(tmp_path, tmp_path_factory):
+    path = tmp_path / "group.jpg"
+    Image.fromarray(group_photo()).save(path, quality=92)
+    rec = Recognizer(model=model_for_tests(shared_checkpoint(tmp_path_factory)), device="cpu")
+    assert rec.decode_side == FINER_SIZE
+    prepared = rec.prepare(path)
+    assert max(prepared.loaded.array.shape[:2]) == FINER_SIZE
+    faces = rec.faces(prepared, rec.classify(prepared.crops))
+    assert len(faces) == 3
+    assert faces[0].box[0] == pytest.approx(171, abs=12)  # boxes in the 4000x3000 original
