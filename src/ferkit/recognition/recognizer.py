@@ -7,8 +7,8 @@
         print(f.box, f.expression, f.score, f.flags)
     probs = rec.classify(crops)           # (N, 48, 48) uint8 faces -> (N, 7) probabilities
 
-Steps per image: read (ferkit.recognition.images; a file at most twice the detection size, so
-a phone JPEG decodes through libjpeg's reduced scales), detect (YuNet on a copy of
+Steps per image: read (ferkit.recognition.images; a file at the finer pass's size, so a phone
+JPEG decodes through libjpeg's reduced scales), detect (YuNet on a copy of
 `detect_size` px, with a finer pass where small faces may hide, ferkit.recognition.detector),
 align each face to a 48x48 FER2013-style crop (ferkit.recognition.align), and classify all
 faces of the image in one batch with ferkit.models.predictor.Predictor.
@@ -29,10 +29,10 @@ from PIL import Image
 from ferkit.classes import FACE_SIZE
 from ferkit.images import DecodedImage, to_face, to_gray
 from ferkit.recognition.align import align_face, quality_flags
-from ferkit.recognition.detector import DETECT_SIZE, Detection, Detector, YuNetDetector
+from ferkit.recognition.detector import Detection, Detector, YuNetDetector
 from ferkit.recognition.face import Face
 from ferkit.recognition.images import MAX_SIDE, load_image
-from ferkit.recognition.sizes import finer_side
+from ferkit.recognition.sizes import DETECT_SIZE, finer_side
 
 ImageInput = str | Path | Image.Image | np.ndarray | DecodedImage
 
@@ -99,7 +99,7 @@ class Recognizer:
         self.tta = tta
         self.detector = detector or YuNetDetector(min_confidence, detect_size=detect_size)
         size = finer_side(getattr(self.detector, "detect_size", 0))
-        self.decode_side = min(MAX_SIDE, size) if size else MAX_SIDE
+        self.decode_side = min(MAX_SIDE, size or MAX_SIDE)
         self.min_confidence = float(min_confidence)
 
     @property

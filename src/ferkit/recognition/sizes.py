@@ -9,7 +9,8 @@ SAME_FACE_IOU = 0.4  # two passes' boxes overlapping this much are one face
 
 DETECT_SIZE_HELP = ("Longest side (px) of the copy faces are detected on (0: the picture as it "
                     "is). Bigger finds smaller faces in big photos, slower; a finer pass at "
-                    "twice the size runs by itself when a big photo's faces are small.")
+                    f"twice the size (at least {FINER_SIZE}) runs by itself when a big photo's "
+                    "faces are small.")
 
 
 def finer_side(detect_size: int) -> int:
