@@ -320,7 +320,9 @@ def _print_header(console, info) -> None:
                   + (f"; ema {c.ema}" if c.ema else ""))
     if c.teacher:
         console.print(f"  teacher: {c.teacher} (weight {c.distill_weight:g}, temperature "
-                      f"{c.distill_temperature:g})")
+                      f"{c.distill_temperature:g}, {c.distill_targets} targets"
+                      + (f" in {info.teacher_seconds:.1f} s" if c.distill_targets
+                         == "fixed" else "") + ")")
     console.print(f"  run dir: {info.run_dir}")
 
 

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine")
 BALANCE_MODES = ("none", "weights", "oversample")
+DISTILL_TARGETS = ("live", "fixed")  # see distill.py: a teacher forward per step, or once
 AUGMENT_PRESETS = ("none", "light", "default", "strong")
 
 # Fields of each augmentation preset (see ferkit.training.augment for what each one does).
@@ -161,6 +162,11 @@ class Recipe:
                                    "(0..1).")
     distill_temperature: float = option(4.0, panel="Distillation", positive=True,
                                         help="Softening temperature T.")
+    distill_targets: str = option("live", panel="Distillation", choices=DISTILL_TARGETS,
+                                  help="live: the teacher labels every augmented batch (one "
+                                  "teacher forward per step); fixed: its flip-averaged "
+                                  "probabilities on each clean training face, computed once "
+                                  "before training (no teacher cost per step).")
     freeze_epochs: int = option(0, panel="Optimisation", non_negative=True,
                                 help="Transfer learning: train only the head for the first N "
                                 "epochs.")

@@ -8,6 +8,16 @@ directory, a .pt file, or a `ferkit ensemble` (whose log-probabilities serve as 
 frozen, in eval mode and in the training precision, on the same [0, 1] pixels as the student (each
 model normalises with its own statistics inside it). T^2 keeps the soft term's gradients on the
 scale of the hard one as T changes.
+
+Two ways to get the teacher's targets (--distill-targets):
+- live (the default): the teacher runs on every augmented batch, so it labels exactly the view
+  the student sees; each step costs a teacher forward pass on top of the student's step, which
+  on the CPU roughly halves the training speed for a teacher of the student's size (more for an
+  ensemble or a wider teacher).
+- fixed: the teacher's flip-averaged probabilities on each clean training face, computed once
+  before training (one inference pass over Training) and looked up by index per step, so a large
+  teacher costs nothing per step. The student's augmented view (shifted, rotated, erased) gets
+  its clean image's target.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from torch import nn
 
 from ferkit.errors import ModelError
 from ferkit.models.checkpoint import build_model, load_checkpoint
+from ferkit.models.inference import predict_proba
 from ferkit.precision import Precision
 
 
@@ -49,6 +60,14 @@ class Teacher:
         """Teacher logits for a batch of [0, 1] pixels (the student's augmented batch)."""
         with precision.autocast(x.device):
             return self.model(x).float()
+
+    def fixed_targets(self, faces: torch.Tensor, precision: Precision,
+                      batch_size: int = 256) -> torch.Tensor:
+        """(N, C) teacher log-probabilities of every face (uint8 or [0, 1]), flip-averaged: the
+        targets of --distill-targets fixed, used as logits (softmax(log p / T) tempers p)."""
+        probs = predict_proba(self.model, faces, tta="flip", precision=precision,
+                              batch_size=batch_size)
+        return probs.clamp_min(1e-8).log()
 
     def record(self) -> dict[str, str]:
         return {"path": self.path, "digest": self.digest}

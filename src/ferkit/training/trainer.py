@@ -131,6 +131,7 @@ class RunInfo:
     data_seconds: float
     precision: Precision
     world_size: int = 1  # processes training this model (torchrun)
+    teacher_seconds: float = 0.0  # computing --distill-targets fixed before the first epoch
 
 
 @dataclass
@@ -145,6 +146,7 @@ class TrainResult:
     stopped_early: bool = False
     config: TrainConfig | None = None
     stopped_by_callback: bool = False  # on_epoch returned True
+    teacher_seconds: float = 0.0  # computing --distill-targets fixed (this call only)
 
     @property
     def best_val_acc(self) -> float:
@@ -240,6 +242,10 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
     teacher = (Teacher.load(config.teacher, device, precision, CLASSES) if config.teacher
                else None)
+    fixed_targets, t_teacher = None, time.perf_counter()  # --distill-targets fixed
+    if teacher is not None and config.distill_targets == "fixed":
+        fixed_targets = teacher.fixed_targets(train_x, precision, config.eval_batch_size or 256)
+    teacher_seconds = time.perf_counter() - t_teacher
     scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16)
     state = _State()
     if ckpt is not None:
@@ -269,7 +275,7 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
         on_start(RunInfo(run_dir, config, device, len(train_y), len(val_y), split.val_source,
                          steps, state.epoch, sum(p.numel() for p in model.parameters()),
                          split.class_counts.tolist(), model.stats, data_seconds,
-                         precision, dist.world_size))
+                         precision, dist.world_size, teacher_seconds))
 
     # ---- the loop ----
     train_seconds = 0.0
@@ -290,8 +296,9 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
                 logits = forward(x)
             loss = criterion(logits.float(), y)
             if teacher is not None:
-                soft = distill_loss(logits.float(), teacher.logits(x, precision),
-                                    config.distill_temperature)
+                targets = (fixed_targets[idx] if fixed_targets is not None
+                           else teacher.logits(x, precision))
+                soft = distill_loss(logits.float(), targets, config.distill_temperature)
                 loss = (1 - config.distill_weight) * loss + config.distill_weight * soft
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -352,7 +359,7 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
     dist.barrier()  # every rank returns once rank 0 has written the last epoch
     return TrainResult(run_dir, max(state.best_val_acc, 0.0), state.best_epoch, state.history,
                        time.perf_counter() - t_call, data_seconds, train_seconds, state.stopped,
-                       config, stopped_by_callback)
+                       config, stopped_by_callback, teacher_seconds)
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
