@@ -86,3 +86,49 @@ def test_faces_of_several_images_share_one_forward_pass(rec, folder):
 
 def test_empty_input(rec):
     assert list(recognize_images(rec, [])) == []
+
+
+def test_worker_processes_give_the_same_faces_as_threads(rec, folder):
+    threads = list(recognize_images(rec, folder, workers=2, processes=False))
+    procs = list(recognize_images(rec, folder, workers=2, processes=True))
+    assert [r.path for r in procs] == folder
+    assert [r.error for r in procs] == [r.error for r in threads]
+    assert [_summary(r.faces) for r in procs] == [_summary(r.faces) for r in threads]
+    assert sum(len(r.faces) for r in procs) >= 15
+
+
+class _DyingDetector:
+    """Kills the worker process that runs it on a bright picture (a native crash, say)."""
+
+    def detect(self, rgb):
+        import os
+
+        if rgb.mean() > 200:
+            os._exit(3)
+        return []
+
+
+def test_a_dead_worker_process_is_an_error_per_image_never_a_lost_one(rec, tmp_path):
+    paths = []
+    for i, level in enumerate([10, 20, 250, 30, 40]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((60, 80, 3), level, np.uint8)).save(paths[-1])
+    dying = Recognizer(model=rec.predictor, detector=_DyingDetector())
+    results = list(recognize_images(dying, paths, workers=1, processes=True))
+    assert [r.path for r in results] == paths
+    assert not results[0].error and not results[1].error
+    assert "2.png: the worker reading it failed" in results[2].error
+    assert all(r.error for r in results[2:])  # the pool is gone: the rest are reported, not lost
+
+
+def test_processes_only_where_they_pay(rec, monkeypatch):
+    import ferkit.recognition.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "cpu_count", lambda: 2)
+    assert pipeline.use_processes(rec, 100) and pipeline.use_processes(rec, None)
+    assert not pipeline.use_processes(rec, pipeline.PROCESS_MIN_IMAGES - 1)
+    unpicklable = Recognizer(model=rec.predictor, detector=type("D", (), {
+        "detect": lambda self, rgb: [], "hook": lambda: None})())
+    assert not pipeline.use_processes(unpicklable, 100)  # a local class cannot be pickled
+    monkeypatch.setattr(pipeline, "cpu_count", lambda: 1)
+    assert not pipeline.use_processes(rec, 100)
