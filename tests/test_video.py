@@ -152,16 +152,15 @@ def test_decoder_complaints_come_with_the_file_name(tmp_path, capfd):
         assert "\x1b[" not in message and "@ 0x" not in message
 
 
-@pytest.mark.parametrize("every,processes", [(1, False), (3, False), (1, True), (3, True)])
+@pytest.mark.parametrize("every", [1, 3])
 def test_batched_frames_give_the_faces_of_one_frame_at_a_time(checkpoint, clip, tmp_path,
-                                                              every, processes):
-    """Frames are classified FRAMES_PER_BATCH at a time (12 frames = two batches), detected
-    in this process or in worker processes."""
+                                                              every):
+    """Frames are classified FRAMES_PER_BATCH at a time (12 frames = two batches)."""
     from ferkit.recognition import video
 
     assert N_FRAMES > video.FRAMES_PER_BATCH
     rec = Recognizer(model=str(checkpoint))
-    result = process_video(rec, clip, tmp_path, every=every, processes=processes)
+    result = process_video(rec, clip, tmp_path, every=every)
     cap = cv2.VideoCapture(str(clip))
     expected = []
     for index in range(N_FRAMES):

@@ -22,12 +22,10 @@ import pickle
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ferkit.devices import cpu_count
-from ferkit.errors import InputError
 from ferkit.images import DecodedImage
 from ferkit.recognition.face import Face
 from ferkit.recognition.prepare import Prepared, init_worker, prepare_in_worker
@@ -72,32 +70,6 @@ def _executor(rec: Recognizer, workers: int, processes: bool
         return pool, prepare_in_worker
     return ThreadPoolExecutor(workers, thread_name_prefix="ferkit-read"), \
         rec.preparer.prepare_or_error
-
-
-@contextmanager
-def preparing(rec: Recognizer, workers: int = 0, processes: bool | None = None,
-              n_images: int | None = None) -> Iterator[Callable[[list], list[Prepared]]]:
-    """A function that prepares a list of pictures (arrays or paths) in the workers, in order,
-    for callers that batch their own inputs (videos, frame by frame). A picture that cannot be
-    read raises its InputError; so does a worker that died."""
-    workers = workers or default_workers()
-    if processes is None:
-        processes = use_processes(rec, n_images)
-    pool, task = _executor(rec, workers, processes)
-
-    def prepare_all(images: list) -> list[Prepared]:
-        try:
-            out = list(pool.map(task, images))
-        except Exception as exc:  # noqa: BLE001 - BrokenProcessPool and the like
-            raise InputError(f"the worker preparing a frame failed ({type(exc).__name__}: "
-                             f"{exc})") from exc
-        for p in out:
-            if isinstance(p, str):
-                raise InputError(p)
-        return out
-
-    with pool:
-        yield prepare_all
 
 
 def recognize_images(rec: Recognizer, paths: Iterable[Path], workers: int = 0,

@@ -124,16 +124,12 @@ def _fps(cap) -> float:
 
 def process_video(recognizer, path: str | Path, out_dir: str | Path, every: int = 1,
                   on_frame: Callable[[int, int], None] | None = None,
-                  max_frames: int | None = None, processes: bool | None = None) -> VideoResult:
+                  max_frames: int | None = None) -> VideoResult:
     """Recognise expressions in a video; see the module docstring for what is written.
 
     on_frame(frames_read, total_or_0) is called after each frame (for progress bars).
-    processes: detect in worker processes (True), in this process (False), or let
-    ferkit.recognition.pipeline.use_processes decide from the frames to recognise (None).
     """
     import cv2
-
-    from ferkit.recognition.pipeline import preparing
 
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
@@ -158,14 +154,12 @@ def process_video(recognizer, path: str | Path, out_dir: str | Path, every: int 
         result = VideoResult(str(path), fps, width, height, 0, every)
         limit = max_frames if max_frames is not None else -1
         reader = _FrameReader(cap, frame, (width, height), limit)
-        n_picked = math.ceil(total / every) if total else None
-        with _FrameWriter(writer) as out, reader as frames, \
-                preparing(recognizer, processes=processes, n_images=n_picked) as prepare_all:
+        with _FrameWriter(writer) as out, reader as frames:
             last: list[Face] = []
             index = 0
             for chunk in frames.chunks(FRAMES_PER_BATCH):
                 picked = [i for i in range(len(chunk)) if (index + i) % every == 0]
-                prepared = prepare_all([chunk[i] for i in picked])
+                prepared = [recognizer.prepare(chunk[i]) for i in picked]
                 found = dict(zip(picked, recognizer.predict_prepared(prepared), strict=True))
                 for i, rgb in enumerate(chunk):
                     if i in found:
