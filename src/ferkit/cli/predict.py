@@ -141,10 +141,8 @@ def predict(
     progress: bool = typer.Option(True, "--progress/--no-progress",
                                   help="Progress bars on stderr."),
     workers: int = typer.Option(0, "--workers", min=0, metavar="N",
-                                help="Workers that read and detect images while the "
-                                     "classifier runs (0 = one per core, at least 2): "
-                                     "processes for a long run of images on 2+ cores, "
-                                     "else threads."),
+                                help="Threads that read and detect images while the "
+                                     "classifier runs (0 = one per core, at least 2)."),
 ) -> None:
     from rich.console import Console
     from rich.progress import (

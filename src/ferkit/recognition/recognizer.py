@@ -20,21 +20,30 @@ the crop's own size), so decoding no larger costs no detail the 48x48 crop could
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ferkit.classes import FACE_SIZE
-from ferkit.images import DecodedImage, to_face
-from ferkit.recognition.align import quality_flags
+from ferkit.images import DecodedImage, to_face, to_gray
+from ferkit.recognition.align import align_face, quality_flags
 from ferkit.recognition.detector import Detection, Detector, YuNetDetector
 from ferkit.recognition.face import Face
-from ferkit.recognition.images import MAX_SIDE
-from ferkit.recognition.prepare import Prepared, Preparer
+from ferkit.recognition.images import MAX_SIDE, load_image
 from ferkit.recognition.sizes import DETECT_SIZE, finer_side
 
 ImageInput = str | Path | Image.Image | np.ndarray | DecodedImage
+
+
+@dataclass
+class Prepared:
+    """An image after detection and alignment, before classification."""
+
+    loaded: DecodedImage
+    detections: list[Detection]  # in pixels of loaded.array, left to right
+    crops: np.ndarray  # (N, 48, 48) uint8 aligned faces
 
 
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -128,28 +137,41 @@ class Recognizer:
         return self.predictor.predict_proba(np.ascontiguousarray(arr), tta=self.tta)
 
     # -- detection and alignment ----------------------------------------------------------
-    @property
-    def preparer(self) -> Preparer:
-        """Reading, detection and alignment with this Recognizer's settings (picklable)."""
-        return Preparer(self.detector, self.decode_side)
+    def _detect(self, loaded: DecodedImage) -> list[Detection]:
+        """Detections in pixels of loaded.array, left to right."""
+        found = list(self.detector.detect(loaded.array))
+        found.sort(key=lambda d: (d.box[0], d.box[1]))
+        return found
+
+    def _detect_and_align(self, loaded: DecodedImage) -> tuple[list[Detection], np.ndarray]:
+        """Detections in pixels of loaded.array (left to right) and their aligned crops."""
+        found = self._detect(loaded)
+        if not found:
+            return [], np.zeros((0, FACE_SIZE, FACE_SIZE), np.uint8)
+        gray = to_gray(loaded.array)
+        return found, np.stack([align_face(gray, d) for d in found])
 
     def detect(self, image: ImageInput) -> list[Detection]:
         """Faces in the image, boxes in pixels of the original image, sorted left to right."""
-        loaded = self.preparer.load(image)
-        found = self.preparer.detect(loaded)
+        loaded = load_image(image, self.decode_side)
+        found = self._detect(loaded)
         return [d.scaled(loaded.scale) for d in found] if loaded.scale != 1.0 else found
 
     def crops(self, image: ImageInput) -> tuple[list[Detection], np.ndarray]:
         """Detections (pixels of the original image) and their (N, 48, 48) aligned crops."""
-        prepared = self.preparer.prepare(image)
-        found, s = prepared.detections, prepared.loaded.scale
-        return ([d.scaled(s) for d in found] if s != 1.0 else found), prepared.crops
+        loaded = load_image(image, self.decode_side)
+        found, crops = self._detect_and_align(loaded)
+        if loaded.scale != 1.0:
+            found = [d.scaled(loaded.scale) for d in found]
+        return found, crops
 
     # -- the whole pipeline ---------------------------------------------------------------
     def prepare(self, image: ImageInput) -> Prepared:
         """Read, detect and align (no classification): the part that runs in worker threads
-        or processes when many images go through `ferkit.recognition.pipeline`."""
-        return self.preparer.prepare(image)
+        when many images go through `ferkit.recognition.pipeline`."""
+        loaded = load_image(image, self.decode_side)
+        found, crops = self._detect_and_align(loaded)
+        return Prepared(loaded, found, crops)
 
     def faces(self, prepared: Prepared, probs: np.ndarray) -> list[Face]:
         """Face records for a prepared image from its crops' (N, 7) probabilities; boxes and
