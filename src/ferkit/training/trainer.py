@@ -240,11 +240,12 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
         weight = torch.tensor(class_weights(split.class_counts, config.balance_power),
                               dtype=torch.float32, device=device)
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    eval_batch = config.eval_batch_size or (1024 if cuda else 256)  # validation, fixed targets
     teacher = (Teacher.load(config.teacher, device, precision, CLASSES) if config.teacher
                else None)
     fixed_targets, t_teacher = None, time.perf_counter()  # --distill-targets fixed
     if teacher is not None and config.distill_targets == "fixed":
-        fixed_targets = teacher.fixed_targets(train_x, precision, config.eval_batch_size or 256)
+        fixed_targets = teacher.fixed_targets(train_x, precision, eval_batch)
     teacher_seconds = time.perf_counter() - t_teacher
     scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16)
     state = _State()
@@ -325,8 +326,7 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
         eval_model = ema.module if ema is not None else model
         dist.broadcast_buffers(eval_model)  # BN statistics differ per rank without --sync-bn
         val_loss, val_acc = _evaluate_sharded(eval_model, val_shard, len(val_y), dist,
-                                              config.eval_batch_size or (1024 if cuda else 256),
-                                              precision)
+                                              eval_batch, precision)
         if val_acc > state.best_val_acc:
             state.best_val_acc, state.best_epoch, state.bad_epochs = val_acc, epoch, 0
         else:
