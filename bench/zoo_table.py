@@ -58,7 +58,7 @@ def probe_seconds_per_epoch(name: str, kwargs: dict, dataset, args, tmp: Path) -
     n_train = int((dataset.splits == "train").sum())
     limit = min(n_train, 40 * args.batch_size)
     config = TrainConfig(model=name, model_kwargs=kwargs, epochs=2, limit=limit,
-                         batch_size=args.batch_size, device=args.device,
+                         batch_size=args.batch_size, device=args.device, threads=args.threads,
                          out=str(tmp / f"probe-{name}"))
     history = train(config, dataset).history
     rate = max(h.images_per_s for h in history)
@@ -73,7 +73,7 @@ def run_entry(name: str, kwargs: dict, seed: int, epochs: int, dataset, args, tm
 
     config = TrainConfig(model=name, model_kwargs=kwargs, epochs=epochs, seed=seed,
                          batch_size=args.batch_size, ema=0.999, device=args.device,
-                         out=str(tmp / f"{name}-seed{seed}"))
+                         threads=args.threads, out=str(tmp / f"{name}-seed{seed}"))
     t0 = time.perf_counter()
     result = train(config, dataset)
     wall = time.perf_counter() - t0
@@ -102,9 +102,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60, help="epochs unless over budget")
     parser.add_argument("--minutes", type=float, default=25.0, help="training budget per run")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads per run (0 = the cores this process may use)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds for cheap entries")
     parser.add_argument("--cheap-mflops", type=float, default=100.0,
                         help="entries under this many MFLOPs per face get --seeds seeds")
+    parser.add_argument("--redo", action="store_true",
+                        help="retrain the --models entries already in the JSON (e.g. with a "
+                             "larger budget) instead of skipping them")
     parser.add_argument("--tiny", action="store_true",
                         help="synthetic data, 2 entries, 1 epoch: checks the script end to end")
     parser.add_argument("--readme", metavar="JSON", default="",
@@ -121,6 +126,8 @@ def main() -> None:
     if not args.tiny and not args.data:
         parser.error("--data is required (or --tiny)")
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # evaluation, and the thread count the JSON records
     entries = [e for e in ENTRIES if not args.tiny or e[0] in TINY_ENTRIES]
     if args.models:
         wanted = set(args.models.split(","))
@@ -138,7 +145,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         for name, kwargs, seed_figure in entries:
             key = name + "".join(f" {k}={v}" for k, v in kwargs.items())
-            if key in table["entries"] and not args.tiny:
+            if key in table["entries"] and not (args.tiny or args.redo):
                 print(f"{key}: already in {out}, skipped", flush=True)
                 continue
             info = model_info(name, **kwargs)
@@ -161,6 +168,7 @@ def main() -> None:
                 "seconds_per_epoch": round(s_per_epoch, 1), "epochs": epochs,
                 "budget_limited": epochs < args.epochs, "seed_figure": seed_figure,
                 "budget": f"{args.epochs} epochs or {args.minutes:g} min",
+                "threads": torch.get_num_threads(),
                 "accuracy": summarise(runs, "accuracy"),
                 "accuracy_flip": summarise(runs, "accuracy_flip"), "runs": runs,
                 "date": date.today().isoformat()}
@@ -195,7 +203,8 @@ def readme_table(table: dict) -> str:
             lines.append(f"| {key} | | | | | | not trained: {e['error']} | | |")
             continue
         epochs = f"{e['epochs']}" + (" (budget)" if e.get("budget_limited") else "")
-        lines.append(f"| {key} | {e['params']:,} | {e['mflops']} | {e['budget']} | {epochs} | "
+        budget = e["budget"] + (f", {e['threads']} thread(s)" if "threads" in e else "")
+        lines.append(f"| {key} | {e['params']:,} | {e['mflops']} | {budget} | {epochs} | "
                      f"{e['seconds_per_epoch']} | {_pct(e['accuracy'])} | "
                      f"{_pct(e['accuracy_flip'])} | {e['seed_figure']} |")
     return "\n".join(lines)
