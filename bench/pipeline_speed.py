@@ -5,8 +5,9 @@
 
 Everything is generated from the shipped sample photo (no dataset needed):
 - one photo, 640x480 with 1, 3 and 5 faces and a 4032x3024 phone-sized JPEG file: ms per photo
-  for Recognizer.predict with the old detection (one pass at 1280 px) and the new default
-  (DETECT_SIZE with the finer pass), PyTorch, and the new one with onnxruntime (`ferkit export`);
+  for Recognizer.predict with the old detection (one pass at 1280 px by the yuface wheel's C
+  library) and the new default (YuNet in PyTorch at DETECT_SIZE with the finer pass), the
+  classifier in PyTorch, and the new one with the classifier in onnxruntime (`ferkit export`);
 - a folder of --photos 640x480 JPEGs (1, 3 or 5 faces each): photos/s one image at a time
   (read, then predict: the loop `ferkit predict` ran before the pipeline) and through
   ferkit.recognition.pipeline.recognize_images (read and detect in threads, batched
@@ -113,7 +114,7 @@ def main() -> None:
 
     from ferkit.models.export import export_onnx, quantize_int8
     from ferkit.precision import cpu_has_native_bf16
-    from ferkit.recognition.detector import YuNetDetector
+    from ferkit.recognition.detector import LibfacedetectionDetector
     from ferkit.recognition.draw import annotate
     from ferkit.recognition.images import MAX_SIDE, read_image
     from ferkit.recognition.pipeline import default_workers, recognize_images
@@ -133,13 +134,15 @@ def main() -> None:
           f"{cv2.__version__}; model {rec.predictor.arch} ({args.model}); "
           f"{time.strftime('%Y-%m-%d')}")
 
-    # The path before 2026-12-02: one detection pass at 1280 px on the picture decoded at up
-    # to 4096 px. The default now: DETECT_SIZE with the finer pass where needed.
+    # The path before 2026-12-02: one detection pass at 1280 px by the yuface wheel's C library
+    # on the picture decoded at up to 4096 px. The default now: YuNet run by PyTorch at
+    # DETECT_SIZE with the finer pass where needed.
     rec_old = Recognizer(model=args.model, device="cpu",
-                         detector=YuNetDetector(detect_size=1280, finer_pass=False))
+                         detector=LibfacedetectionDetector(detect_size=1280, finer_pass=False))
     rec_old.decode_side = MAX_SIDE
     print(f"\n## one photo (read + detect + align + classify), median ms: old = one detection "
-          f"pass at 1280 px, new = {DETECT_SIZE} px with the finer pass where needed")
+          f"pass at 1280 px by libfacedetection (yuface), new = YuNet in PyTorch at {DETECT_SIZE} "
+          "px with the finer pass where needed")
     big = tmp / "phone-4032x3024.jpg"
     Image.fromarray(letterboxed_sample((4032, 3024))).save(big, quality=90)
     photos = [(f"640x480, {n} face(s) of 28-150 px", vga_photo(n)) for n in (1, 3, 5)]
