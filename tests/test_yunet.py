@@ -1,4 +1,4 @@
-"""YuNet run by PyTorch finds what the yuface wheel's own C library finds."""
+"""YuNet run by onnxruntime or PyTorch finds what the yuface wheel's own C library finds."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from PIL import Image
 
 from ferkit.recognition.detector import LibfacedetectionDetector, YuNetDetector, create_detector
 from ferkit.recognition.samples import sample_photo
-from ferkit.recognition.yunet_torch import NUM_LAYERS, wheel_weights
+from ferkit.recognition.yunet import NUM_LAYERS, cached_onnx_graph, wheel_weights
 
 
 def photos() -> dict[str, np.ndarray]:
@@ -23,10 +23,12 @@ def photos() -> dict[str, np.ndarray]:
             "flipped": sample[:, ::-1], "blank": np.zeros((240, 320, 3), np.uint8)}
 
 
+@pytest.mark.parametrize("engine", ["onnxruntime", "torch"])
 @pytest.mark.parametrize("name", list(photos()))
-def test_the_same_faces_as_libfacedetection(name):
+def test_the_same_faces_as_libfacedetection(name, engine):
     rgb = photos()[name]
-    ours = sorted(YuNetDetector(0.3, detect_size=0).detect(rgb), key=lambda d: d.box)
+    ours = sorted(YuNetDetector(0.3, detect_size=0, engine=engine).detect(rgb),
+                  key=lambda d: d.box)
     ref = sorted(LibfacedetectionDetector(0.3, detect_size=0).detect(rgb), key=lambda d: d.box)
     assert len(ours) == len(ref)
     assert (len(ref) > 0) == (name != "blank")
@@ -49,3 +51,14 @@ def test_the_weights_come_from_the_wheel_with_the_expected_shapes():
 def test_the_detectors_are_known_by_name():
     assert isinstance(create_detector("yunet"), YuNetDetector)
     assert isinstance(create_detector("yunet-c"), LibfacedetectionDetector)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        YuNetDetector(engine="tensorrt")
+
+
+def test_the_onnx_graph_is_cached_per_wheel_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("FERKIT_CACHE_DIR", str(tmp_path))
+    first = cached_onnx_graph()
+    files = list(tmp_path.glob("yunet-*.onnx"))
+    assert len(files) == 1 and files[0].read_bytes() == first
+    files[0].write_bytes(b"marker")  # the second call reads the file instead of rebuilding
+    assert cached_onnx_graph() == b"marker"
