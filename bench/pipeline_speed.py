@@ -6,8 +6,9 @@
 Everything is generated from the shipped sample photo (no dataset needed):
 - one photo, 640x480 with 1, 3 and 5 faces and a 4032x3024 phone-sized JPEG file: ms per photo
   for Recognizer.predict with the old detection (one pass at 1280 px by the yuface wheel's C
-  library) and the new default (YuNet in PyTorch at DETECT_SIZE with the finer pass), the
-  classifier in PyTorch, and the new one with the classifier in onnxruntime (`ferkit export`);
+  library) and the new default (YuNet run by onnxruntime, or PyTorch without the onnx extra,
+  at DETECT_SIZE with the finer pass), the classifier in PyTorch, and the new one with the
+  classifier in onnxruntime too (`ferkit export`);
 - a folder of --photos 640x480 JPEGs (1, 3 or 5 faces each): photos/s one image at a time
   (read, then predict: the loop `ferkit predict` ran before the pipeline) and through
   ferkit.recognition.pipeline.recognize_images (read and detect in threads, batched
@@ -121,6 +122,7 @@ def main() -> None:
     from ferkit.recognition.recognizer import Recognizer
     from ferkit.recognition.sizes import DETECT_SIZE
     from ferkit.recognition.video import process_video
+    from ferkit.recognition.yunet import has_onnxruntime
 
     rec = Recognizer(model=args.model, device="cpu")
     tmp = Path(tempfile.mkdtemp(prefix="ferkit-pipeline-"))
@@ -141,8 +143,9 @@ def main() -> None:
                          detector=LibfacedetectionDetector(detect_size=1280, finer_pass=False))
     rec_old.decode_side = MAX_SIDE
     print(f"\n## one photo (read + detect + align + classify), median ms: old = one detection "
-          f"pass at 1280 px by libfacedetection (yuface), new = YuNet in PyTorch at {DETECT_SIZE} "
-          "px with the finer pass where needed")
+          f"pass at 1280 px by libfacedetection (yuface), new = YuNet run by "
+          f"{'onnxruntime' if has_onnxruntime() else 'PyTorch'} at {DETECT_SIZE} px with the finer "
+          "pass where needed")
     big = tmp / "phone-4032x3024.jpg"
     Image.fromarray(letterboxed_sample((4032, 3024))).save(big, quality=90)
     photos = [(f"640x480, {n} face(s) of 28-150 px", vga_photo(n)) for n in (1, 3, 5)]
