@@ -8,7 +8,9 @@ Measures, with torch.set_num_threads(--threads) (default 2, the size of a small 
 - faces/s at batch --batch (default 256) through Predictor.predict_proba (normalisation,
   forward pass and softmax included, as `ferkit predict` runs it);
 - faces/s one face at a time (latency-bound, as in a live webcam with one face);
-- detection: milliseconds per 640x480 image with YuNet (the sample photo resized);
+- detection: milliseconds per 640x480 image with YuNet (the sample photo resized), for each
+  engine: onnxruntime (the default where the onnx extra is installed), PyTorch, and the
+  yuface wheel's own C library;
 - the whole pipeline (read-in-memory, detect, align, classify) on the 3-face sample photo.
 
 Each figure is the best of --repeats timed runs after a warm-up: on a shared machine the best
@@ -70,10 +72,11 @@ def main() -> None:
     import cv2
 
     cv2.setNumThreads(args.threads)
-    from ferkit.recognition.detector import YuNetDetector
+    from ferkit.recognition.detector import LibfacedetectionDetector, YuNetDetector
     from ferkit.recognition.images import read_image
     from ferkit.recognition.recognizer import Recognizer
     from ferkit.recognition.samples import sample_photo
+    from ferkit.recognition.yunet import has_onnxruntime
 
     predictor = load_predictor(args)
     n_params = sum(p.numel() for p in predictor.model.parameters())
@@ -96,15 +99,20 @@ def main() -> None:
     print(f"classify, one at a time: {len(singles) / t1:,.0f} faces/s "
           f"({t1 / len(singles) * 1000:.2f} ms per face)")
 
-    detector = YuNetDetector(0.5)
     photo = read_image(sample_photo()).array
     vga = np.ascontiguousarray(cv2.resize(photo, (640, 480), interpolation=cv2.INTER_AREA))
-    td = best_time(lambda: detector.detect(vga), args.repeats)
-    cpu_start = time.process_time()
-    n_found = len(detector.detect(vga))
-    cpu = time.process_time() - cpu_start
-    print(f"detect (YuNet), 640x480: {td * 1000:.1f} ms per image, {cpu * 1000:.0f} ms CPU "
-          f"({n_found} faces found)")
+    engines = {"onnxruntime": YuNetDetector(0.5, engine="onnxruntime"),
+               "PyTorch": YuNetDetector(0.5, engine="torch"),
+               "the yuface wheel's C library": LibfacedetectionDetector(0.5)}
+    if not has_onnxruntime():
+        del engines["onnxruntime"]
+    for engine, detector in engines.items():
+        td = best_time(lambda d=detector: d.detect(vga), args.repeats)
+        cpu_start = time.process_time()
+        n_found = len(detector.detect(vga))
+        cpu = time.process_time() - cpu_start
+        print(f"detect (YuNet, {engine}), 640x480: {td * 1000:.1f} ms per image, "
+              f"{cpu * 1000:.0f} ms CPU ({n_found} faces found)")
 
     rec = Recognizer(model=predictor)
     h, w = photo.shape[:2]

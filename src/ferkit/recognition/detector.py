@@ -7,8 +7,8 @@ A detector is any object with `detect(rgb) -> list[Detection]`; subclass `Detect
 implement `_detect_bgr` to get the sizing for free:
 
 - Detection runs on a copy whose longest side is `detect_size` (DETECT_SIZE, 640): YuNet's time
-  grows with the pixels (on a 2-core AMD EPYC Zen 3 about 27 ms at 640x480 and 130-200 ms at
-  1280 px), and at 640 a 640x480 frame is detected as it is.
+  grows with the pixels (the C library on a 2-core AMD EPYC Zen 3: about 27 ms at 640x480,
+  130-200 ms at 1280 px), and at 640 a 640x480 frame is detected as it is.
 - A finer pass, where needed: a big picture shrunk for detection loses the faces that fall
   under YuNet's floor (about 24 px, SMALL_FACE) in the copy. When the copy was shrunk and holds
   no sure face, an unsure one (score between CANDIDATE_SCORE and min_confidence) or a sure one
