@@ -126,3 +126,34 @@ def test_the_recognizer_decodes_a_big_file_at_the_finer_size(tmp_path, tmp_path_
     faces = rec.faces(prepared, rec.classify(prepared.crops))
     assert len(faces) == 3
     assert faces[0].box[0] == pytest.approx(171, abs=12)  # boxes in the 4000x3000 original
+
+
+def test_a_phone_jpeg_with_large_faces_is_read_once_at_a_reduced_scale(tmp_path,
+                                                                       tmp_path_factory):
+    rgb = Image.open(sample_photo()).convert("RGB")
+    phone = rgb.resize((4032, round(4032 * rgb.height / rgb.width)))
+    path = tmp_path / "phone.jpg"
+    phone.save(path, quality=92)
+    rec = Recognizer(model=model_for_tests(shared_checkpoint(tmp_path_factory)), device="cpu")
+    prepared = rec.prepare(path)
+    assert max(prepared.loaded.array.shape[:2]) == 1008  # libjpeg's 1/4 scale, not 1/2
+    small_first = rec.faces(prepared, rec.classify(prepared.crops))
+    decoded_full = rec.predict(np.asarray(Image.open(path)))  # an array: shrunk to 1280 px
+    assert len(small_first) == len(decoded_full) == 3
+    assert [f.expression for f in small_first] == [f.expression for f in decoded_full]
+    for a, b in zip(small_first, decoded_full, strict=True):
+        assert np.abs(np.subtract(a.box, b.box)).max() <= 12  # px of the 4032 px original
+
+
+def test_a_small_first_read_that_is_not_enough_is_read_again_without_a_second_first_pass(
+        tmp_path, tmp_path_factory):
+    path = tmp_path / "blank.jpg"
+    Image.new("RGB", (4000, 3000), (128, 128, 128)).save(path, quality=80)
+    unsure = [Detection((100, 100, 30, 30), 0.3)]  # below min_confidence: the finer pass runs
+    detector = Recording(lambda side: unsure if side == DETECT_SIZE else [])
+    rec = Recognizer(model=model_for_tests(shared_checkpoint(tmp_path_factory)), device="cpu",
+                     detector=detector)
+    prepared = rec.prepare(path)
+    assert max(prepared.loaded.array.shape[:2]) == FINER_SIZE
+    assert detector.copies == [(480, 640), (960, 1280)]  # one first pass, then the finer one
+    assert prepared.detections == []

@@ -76,15 +76,35 @@ class Detector:
         min_confidence, are never reported but make the finer pass run."""
         return min(self.min_confidence, CANDIDATE_SCORE)
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """(H, W, 3) uint8 RGB -> detections, boxes and landmarks in the input's pixels."""
+    def detect(self, rgb: np.ndarray, first_pass: list[Detection] | None = None
+               ) -> list[Detection]:
+        """(H, W, 3) uint8 RGB -> detections, boxes and landmarks in the input's pixels.
+
+        first_pass: the detect_size pass's detections (unsure ones included) in the input's
+        pixels, where the caller already ran it on another decode of the same picture."""
         h, w = rgb.shape[:2]
-        found, factor = self._detect_on_copy(rgb, self.detect_size)
-        if (self.finer_pass and factor > 1.0
-                and needs_finer_pass(found, factor, self.min_confidence)):
+        if first_pass is None:
+            found, factor = self.first_pass(rgb)
+        else:
+            found, factor = first_pass, max(1.0, max(h, w) / self.detect_size)
+        if self.wants_finer_pass(found, factor):
             finer, _ = self._detect_on_copy(rgb, finer_side(self.detect_size))
             found = merge_passes(finer, found)
-        return [_clip(d, w, h) for d in found if d.score >= self.min_confidence]
+        return self.sure(found, w, h)
+
+    def first_pass(self, rgb: np.ndarray) -> tuple[list[Detection], float]:
+        """The pass on the detect_size copy: its detections down to candidate_score, in the
+        input's pixels, and the input pixels per copy pixel."""
+        return self._detect_on_copy(rgb, self.detect_size)
+
+    def wants_finer_pass(self, found: list[Detection], factor: float) -> bool:
+        """Whether the first pass, on a copy shrunk by `factor`, hints at smaller faces."""
+        return (self.finer_pass and factor > 1.0
+                and needs_finer_pass(found, factor, self.min_confidence))
+
+    def sure(self, found: list[Detection], width: int, height: int) -> list[Detection]:
+        """The detections of at least min_confidence, clipped to the picture."""
+        return [_clip(d, width, height) for d in found if d.score >= self.min_confidence]
 
     def _detect_on_copy(self, rgb: np.ndarray, side: int) -> tuple[list[Detection], float]:
         """Detections on a copy of longest side `side` (0: none), in the input's pixels, and
