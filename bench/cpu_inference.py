@@ -72,11 +72,11 @@ def main() -> None:
     import cv2
 
     cv2.setNumThreads(args.threads)
+    from ferkit.models.onnx_predictor import has_onnx_extra
     from ferkit.recognition.detector import LibfacedetectionDetector, YuNetDetector
     from ferkit.recognition.images import read_image
     from ferkit.recognition.recognizer import Recognizer
     from ferkit.recognition.samples import sample_photo
-    from ferkit.recognition.yunet import has_onnxruntime
 
     predictor = load_predictor(args)
     n_params = sum(p.numel() for p in predictor.model.parameters())
@@ -104,7 +104,7 @@ def main() -> None:
     engines = {"onnxruntime": YuNetDetector(0.5, engine="onnxruntime"),
                "PyTorch": YuNetDetector(0.5, engine="torch"),
                "the yuface wheel's C library": LibfacedetectionDetector(0.5)}
-    if not has_onnxruntime():
+    if not has_onnx_extra():
         del engines["onnxruntime"]
     for engine, detector in engines.items():
         td = best_time(lambda d=detector: d.detect(vga), args.repeats)

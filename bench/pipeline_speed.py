@@ -7,8 +7,9 @@ Everything is generated from the shipped sample photo (no dataset needed):
 - one photo, 640x480 with 1, 3 and 5 faces and a 4032x3024 phone-sized JPEG file: ms per photo
   for Recognizer.predict with the old detection (one pass at 1280 px by the yuface wheel's C
   library) and the new default (YuNet run by onnxruntime, or PyTorch without the onnx extra,
-  at DETECT_SIZE with the finer pass), the classifier in PyTorch, and the new one with the
-  classifier in onnxruntime too (`ferkit export`);
+  at DETECT_SIZE with the finer pass), the classifier in PyTorch (`backend="torch"`), and the
+  default, whose classifier runs in onnxruntime where the onnx extra is installed (the
+  checkpoint exported once and cached);
 - a folder of --photos 640x480 JPEGs (1, 3 or 5 faces each): photos/s one image at a time
   (read, then predict: the loop `ferkit predict` ran before the pipeline) and through
   ferkit.recognition.pipeline.recognize_images (read and detect in threads, batched
@@ -114,6 +115,7 @@ def main() -> None:
     import onnxruntime
 
     from ferkit.models.export import export_onnx, quantize_int8
+    from ferkit.models.onnx_predictor import has_onnx_extra
     from ferkit.precision import cpu_has_native_bf16
     from ferkit.recognition.detector import LibfacedetectionDetector
     from ferkit.recognition.draw import annotate
@@ -122,13 +124,13 @@ def main() -> None:
     from ferkit.recognition.recognizer import Recognizer
     from ferkit.recognition.sizes import DETECT_SIZE
     from ferkit.recognition.video import process_video
-    from ferkit.recognition.yunet import has_onnxruntime
 
-    rec = Recognizer(model=args.model, device="cpu")
+    rec = Recognizer(model=args.model, device="cpu", backend="torch")
     tmp = Path(tempfile.mkdtemp(prefix="ferkit-pipeline-"))
     onnx_path = tmp / "model.onnx"
     export_onnx(args.model, onnx_path)
-    rec_onnx = Recognizer(model=str(onnx_path), backend="onnxruntime")
+    rec_onnx = Recognizer(model=args.model, device="cpu")  # the default: backend auto
+    default_backend = rec_onnx.predictor.meta.get("backend", "torch")
     print(f"device: cpu ({platform.processor() or platform.machine()}), {os.cpu_count()} "
           f"logical CPUs, torch threads {torch.get_num_threads()}, opencv threads "
           f"{cv2.getNumThreads()}, pipeline workers {args.workers or default_workers()}")
@@ -139,12 +141,12 @@ def main() -> None:
     # The path before 2026-12-02: one detection pass at 1280 px by the yuface wheel's C library
     # on the picture decoded at up to 4096 px. The default now: YuNet run by PyTorch at
     # DETECT_SIZE with the finer pass where needed.
-    rec_old = Recognizer(model=args.model, device="cpu",
+    rec_old = Recognizer(model=args.model, device="cpu", backend="torch",
                          detector=LibfacedetectionDetector(detect_size=1280, finer_pass=False))
     rec_old.decode_side = MAX_SIDE
     print(f"\n## one photo (read + detect + align + classify), median ms: old = one detection "
           f"pass at 1280 px by libfacedetection (yuface), new = YuNet run by "
-          f"{'onnxruntime' if has_onnxruntime() else 'PyTorch'} at {DETECT_SIZE} px with the finer "
+          f"{'onnxruntime' if has_onnx_extra() else 'PyTorch'} at {DETECT_SIZE} px with the finer "
           "pass where needed")
     big = tmp / "phone-4032x3024.jpg"
     Image.fromarray(letterboxed_sample((4032, 3024))).save(big, quality=90)
@@ -159,8 +161,9 @@ def main() -> None:
         t_onnx = median_ms(lambda p=photo: rec_onnx.predict(p), args.repeats)
         same = "same faces" if len(found["old"]) == len(found["new"]) == len(found["onnx"]) \
             else "faces differ: " + ", ".join(f"{k} {len(v)}" for k, v in found.items())
-        print(f"{label}: old {t_old:.1f} ms, new {t_new:.1f} ms ({t_old / t_new:.2f}x), new "
-              f"with onnxruntime {t_onnx:.1f} ms ({t_old / t_onnx:.2f}x); "
+        print(f"{label}: old {t_old:.1f} ms, new with the classifier in PyTorch {t_new:.1f} ms "
+              f"({t_old / t_new:.2f}x), the default ({default_backend} classifier) "
+              f"{t_onnx:.1f} ms ({t_old / t_onnx:.2f}x); "
               f"{len(found['new'])} found, {same}")
 
     print(f"\n## a folder of {args.photos} 640x480 JPEGs")

@@ -12,6 +12,7 @@ from recognition_support import make_checkpoint
 
 from ferkit.errors import ModelError
 from ferkit.models.export import export_onnx
+from ferkit.models import onnx_predictor
 from ferkit.models.onnx_predictor import OnnxPredictor
 from ferkit.models.predictor import Predictor
 from ferkit.recognition.recognizer import Recognizer, load_classifier
@@ -58,7 +59,8 @@ def test_the_bundled_model_exports_faithfully(tmp_path, monkeypatch, capsys, fac
 
 def test_recognizer_runs_an_onnx_file(tiny):
     ckpt, onnx_file = tiny
-    rec_torch, rec_onnx = Recognizer(model=ckpt, device="cpu"), Recognizer(model=onnx_file)
+    rec_torch = Recognizer(model=ckpt, device="cpu", backend="torch")
+    rec_onnx = Recognizer(model=onnx_file)
     assert isinstance(rec_onnx.predictor, OnnxPredictor)
     gray = np.random.default_rng(2).integers(0, 256, (4, 48, 48), dtype=np.uint8)
     assert np.abs(rec_onnx.classify(gray) - rec_torch.classify(gray)).max() < TOLERANCE
@@ -66,8 +68,6 @@ def test_recognizer_runs_an_onnx_file(tiny):
 
 def test_backend_mismatches_are_clear_errors(tiny, tmp_path):
     ckpt, onnx_file = tiny
-    with pytest.raises(ModelError, match="runs an .onnx file"):
-        load_classifier(ckpt, backend="onnxruntime")
     with pytest.raises(ModelError, match="runs with --backend onnxruntime"):
         load_classifier(onnx_file, backend="torch")
     with pytest.raises(ModelError, match="no such ONNX file"):
@@ -141,3 +141,34 @@ def test_the_server_engine_runs_an_onnx_file(tiny, faces):
         assert np.abs(got - want).max() < TOLERANCE
     finally:
         engine.close()
+
+
+def test_a_checkpoint_runs_in_onnxruntime_on_the_cpu_exported_once(tiny, faces, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.setenv("FERKIT_CACHE_DIR", str(tmp_path / "cache"))
+    ckpt, _ = tiny
+    auto = load_classifier(ckpt, device="cpu")
+    assert isinstance(auto, OnnxPredictor) and auto.meta["path"] == str(ckpt)
+    (cached,) = (tmp_path / "cache" / "onnx").glob("*.onnx")
+    stamp = cached.stat().st_mtime_ns
+    want = Predictor.load(ckpt, device="cpu").predict_proba(faces)
+    assert np.abs(auto.predict_proba(faces) - want).max() < TOLERANCE
+    again = load_classifier(ckpt, backend="onnxruntime")  # the cached export, not a new one
+    assert isinstance(again, OnnxPredictor) and cached.stat().st_mtime_ns == stamp
+    assert isinstance(load_classifier(ckpt, device="cpu", backend="torch"), Predictor)
+    monkeypatch.setattr(onnx_predictor, "has_onnx_extra", lambda: False)
+    assert isinstance(load_classifier(ckpt, device="cpu"), Predictor)  # no extra: PyTorch
+
+
+def test_a_failed_export_falls_back_to_pytorch_unless_onnxruntime_was_asked_for(
+        tiny, monkeypatch, caplog):
+    ckpt, _ = tiny
+
+    def broken(spec):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(onnx_predictor, "cached_export", broken)
+    assert isinstance(load_classifier(ckpt, device="cpu"), Predictor)
+    assert "ONNX export failed (unsupported operator)" in caplog.text
+    with pytest.raises(ModelError, match="ONNX export failed"):
+        load_classifier(ckpt, backend="onnxruntime")

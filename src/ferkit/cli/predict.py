@@ -122,7 +122,9 @@ def predict(
                                    "best.pt), a checkpoint file or a `ferkit export` .onnx "
                                    "file."),
     backend: str = typer.Option("auto", "--backend", metavar="auto|torch|onnxruntime",
-                                help="auto: onnxruntime for an .onnx model, else PyTorch."),
+                                help="auto: onnxruntime for an .onnx model, and on the CPU "
+                                     "where the onnx extra is installed (a checkpoint is "
+                                     "exported once, cached); else PyTorch."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object per input "
                                                         "(JSON Lines) instead of a table."),
     out: Path | None = typer.Option(None, "--out", "-o", metavar="DIR",

@@ -21,9 +21,38 @@ from ferkit.errors import ModelError
 from ferkit.models.export import INPUT, META_PREFIX
 from ferkit.models.inference import check_tta, tta_views
 
+EXPORT_VERSION = "1"  # bump when export_onnx changes the graph: cached exports are keyed by it
+
 
 def is_onnx_file(spec: str | Path) -> bool:
     return str(spec).lower().endswith(".onnx")
+
+
+def has_onnx_extra() -> bool:
+    """Both packages of the onnx extra (export and runtime) are importable."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
+def cached_export(spec: str | Path) -> Path:
+    """The `ferkit export` file of checkpoint `spec`, kept in ferkit's cache dir per checkpoint
+    content: only the first use of a checkpoint pays the export (about 3 s with `import onnx`)."""
+    import hashlib
+    import os
+
+    from ferkit.data.cache import cache_dir
+    from ferkit.models.checkpoint import resolve_checkpoint_path
+    from ferkit.models.export import OPSET, export_onnx
+
+    path = resolve_checkpoint_path(spec)
+    key = path.read_bytes() + f"{EXPORT_VERSION}/{OPSET}".encode()
+    out = cache_dir() / "onnx" / f"{path.stem}-{hashlib.sha256(key).hexdigest()[:16]}.onnx"
+    if not out.is_file():
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        export_onnx(path, tmp)
+        tmp.replace(out)
+    return out
 
 
 @dataclass
@@ -45,7 +74,7 @@ class OnnxPredictor:
         if not path.is_file():
             raise ModelError(f"{path}: no such ONNX file (write one with ferkit export)")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or cpu_count()
+        options.intra_op_num_threads = threads or min(torch.get_num_threads(), cpu_count())
         # onnxruntime's threads spin after each run by default, stealing the cores the face
         # detector needs next: a 3-face 640x480 photo took 83 ms with spinning, 38-54 without.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")

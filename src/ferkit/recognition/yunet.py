@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ferkit.models.onnx_predictor import has_onnx_extra
+
 log = logging.getLogger(__name__)
 
 NUM_LAYERS = 53
@@ -276,13 +278,6 @@ def onnx_session():
     return ort.InferenceSession(cached_onnx_graph(), options, providers=["CPUExecutionProvider"])
 
 
-def has_onnxruntime() -> bool:
-    """Both packages of the onnx extra that the fast engine needs are importable."""
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
-
-
 def detect_rgb(rgb: np.ndarray, min_score: float, engine: str = "auto") -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (N, 15) rows as `decode` gives them, in the image's pixels.
     engine: onnxruntime, torch, or auto (onnxruntime where installed)."""
@@ -293,7 +288,7 @@ def detect_rgb(rgb: np.ndarray, min_score: float, engine: str = "auto") -> np.nd
         padded[:h, :w] = rgb
         rgb = padded
     rgb = np.ascontiguousarray(rgb)[None]
-    if engine == "onnxruntime" or (engine == "auto" and has_onnxruntime()):
+    if engine == "onnxruntime" or (engine == "auto" and has_onnx_extra()):
         levels = onnx_session().run(None, {"rgb": rgb})
     else:
         with torch.inference_mode():
