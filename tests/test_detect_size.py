@@ -145,10 +145,11 @@ def test_a_phone_jpeg_with_large_faces_is_read_once_at_a_reduced_scale(tmp_path,
         assert np.abs(np.subtract(a.box, b.box)).max() <= 12  # px of the 4032 px original
 
 
+@pytest.mark.parametrize("size", [(4000, 3000), (5120, 3840)])  # 1/4 and 1/8: exactly 640 px
 def test_a_small_first_read_that_is_not_enough_is_read_again_without_a_second_first_pass(
-        tmp_path, tmp_path_factory):
+        size, tmp_path, tmp_path_factory):
     path = tmp_path / "blank.jpg"
-    Image.new("RGB", (4000, 3000), (128, 128, 128)).save(path, quality=80)
+    Image.new("RGB", size, (128, 128, 128)).save(path, quality=80)
     unsure = [Detection((100, 100, 30, 30), 0.3)]  # below min_confidence: the finer pass runs
     detector = Recording(lambda side: unsure if side == DETECT_SIZE else [])
     rec = Recognizer(model=model_for_tests(shared_checkpoint(tmp_path_factory)), device="cpu",

@@ -11,8 +11,8 @@ from cli_support import run_ferkit
 from recognition_support import make_checkpoint
 
 from ferkit.errors import ModelError
-from ferkit.models.export import export_onnx
 from ferkit.models import onnx_predictor
+from ferkit.models.export import export_onnx
 from ferkit.models.onnx_predictor import OnnxPredictor
 from ferkit.models.predictor import Predictor
 from ferkit.recognition.recognizer import Recognizer, load_classifier

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -69,8 +71,9 @@ def test_faces_of_several_images_share_one_forward_pass(rec, folder):
     calls = []
     original = rec.predictor.predict_proba
 
-    def counting(faces, **kw):
+    def counting(faces, **kw):  # a slow classifier: the readers get ahead, deterministically
         calls.append(len(faces))
+        time.sleep(0.1)
         return original(faces, **kw)
 
     rec.predictor.predict_proba = counting

@@ -98,9 +98,12 @@ class Detector:
         input's pixels, and the input pixels per copy pixel."""
         return self._detect_on_copy(rgb, self.detect_size)
 
-    def wants_finer_pass(self, found: list[Detection], factor: float) -> bool:
-        """Whether the first pass, on a copy shrunk by `factor`, hints at smaller faces."""
-        return (self.finer_pass and factor > 1.0
+    def wants_finer_pass(self, found: list[Detection], factor: float,
+                         shrunk: bool | None = None) -> bool:
+        """Whether the first pass, on a copy shrunk by `factor`, hints at smaller faces.
+        shrunk: whether the picture holds more pixels than the copy (default: factor > 1; a
+        picture decoded reduced is shrunk even when the copy is that decode itself)."""
+        return (self.finer_pass and (factor > 1.0 if shrunk is None else shrunk)
                 and needs_finer_pass(found, factor, self.min_confidence))
 
     def sure(self, found: list[Detection], width: int, height: int) -> list[Detection]:

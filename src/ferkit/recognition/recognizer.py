@@ -193,7 +193,7 @@ class Recognizer:
         detector = self.detector
         small = load_image(image, small_side)
         found, factor = detector.first_pass(small.array)
-        if not detector.wants_finer_pass(found, factor):
+        if not detector.wants_finer_pass(found, factor, shrunk=True):
             sure = detector.sure(found, small.width, small.height)
             if all(min(d.box[2], d.box[3]) >= FACE_SIZE for d in sure):
                 return small, sure
