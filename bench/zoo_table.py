@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -153,7 +154,7 @@ def main() -> None:
                 s_per_epoch = probe_seconds_per_epoch(name, kwargs, dataset, args, tmp)
             except Exception as exc:  # an entry that cannot train here is reported, not fatal
                 table["entries"][key] = {"error": f"{exc.__class__.__name__}: {exc}"}
-                _write(out, table)
+                _write(out, table, key)
                 print(f"{key}: cannot train ({exc})", flush=True)
                 continue
             fit = max(1, math.floor(args.minutes * 60 / s_per_epoch))
@@ -172,16 +173,21 @@ def main() -> None:
                 "accuracy": summarise(runs, "accuracy"),
                 "accuracy_flip": summarise(runs, "accuracy_flip"), "runs": runs,
                 "date": date.today().isoformat()}
-            _write(out, table)
+            _write(out, table, key)
             acc = table["entries"][key]["accuracy"]
             print(f"{key}: PublicTest {acc['mean']:.2%} (n={acc['n']})", flush=True)
-    print(readme_table(table))
+    print(readme_table(json.loads(out.read_text()) if out.exists() else table))
 
 
-def _write(path: Path, table: dict) -> None:
+def _write(path: Path, table: dict, key: str) -> None:
+    """Save entry `key` into the file as it is now: two runs of this script (one per core) may
+    share one result file, and neither overwrites the other's entries."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(table, indent=1) + "\n")
+    current = json.loads(path.read_text()) if path.exists() else {"entries": {}}
+    current.update({k: v for k, v in table.items() if k != "entries"})
+    current["entries"][key] = table["entries"][key]
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(current, indent=1) + "\n")
     tmp.replace(path)
 
 
