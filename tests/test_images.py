@@ -161,3 +161,21 @@ def test_annotated_output_names_mirror_folders_and_never_collide(tmp_path):
     assert output_path(tmp_path / "o", b, used) == tmp_path / "o/photos/sub/a.annotated-2.png"
     single = InputItem(tmp_path / "x.JPG", "image")
     assert output_path(tmp_path / "o", single, used) == tmp_path / "o/x.annotated.jpg"
+
+
+def test_jpeg_draft_side_is_libjpeg_s_smallest_reduced_scale_that_covers_the_size(tmp_path):
+    from ferkit.images import PixelLimits, jpeg_draft_side
+
+    big = tmp_path / "big.jpg"
+    Image.new("RGB", (4031, 3023)).save(big)  # odd sizes: libjpeg rounds its scales up
+    assert jpeg_draft_side(big, 640) == 1007  # 1/4; 1/8 (503) is too small
+    assert jpeg_draft_side(big, 500) == 503  # 1/8
+    assert jpeg_draft_side(big, 1100) == 2015  # 1/2
+    assert jpeg_draft_side(big, 2100) is None  # only the full size covers it
+    with Image.open(big) as im:  # the size the decoder asks Pillow's draft for
+        im.draft("RGB", PixelLimits(max_side=1007).target(*im.size))
+        assert im.size == (1008, 756)  # decoded at 1/4, not 1/2
+    png = tmp_path / "big.png"
+    Image.new("RGB", (4032, 3024)).save(png)
+    assert jpeg_draft_side(png, 640) is None  # only JPEGs decode reduced
+    assert jpeg_draft_side(tmp_path / "missing.jpg", 640) is None  # the full read reports it

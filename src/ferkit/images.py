@@ -196,7 +196,9 @@ def jpeg_draft_side(path: Path, at_least: int) -> int | None:
     except Exception:  # not a JPEG, unreadable, absurd header: the full read reports it
         return None
     for divisor in (8, 4, 2):
-        side = -(-longest // divisor)  # libjpeg rounds reduced sizes up
+        # Pillow's draft picks scale 1/d for a requested size of at most size // d (libjpeg then
+        # decodes ceil(size / d), a pixel more where size is odd, which the decoder trims).
+        side = longest // divisor
         if side >= at_least:
             return side
     return None

@@ -11,7 +11,7 @@ Steps per image: read (ferkit.recognition.images; a file at the finer pass's siz
 JPEG decodes through libjpeg's reduced scales), detect (YuNet on a copy of
 `detect_size` px, with a finer pass where small faces may hide, ferkit.recognition.detector),
 align each face to a 48x48 FER2013-style crop (ferkit.recognition.align), and classify all
-faces of the image in one batch with ferkit.models.predictor.Predictor.
+faces of the image in one batch (onnxruntime or PyTorch, see load_classifier).
 
 Faces are cropped from the decoded picture, which holds every face the detector can find at
 at least twice its size in the detection copy (YuNet's floor of about 24 px there becomes 48 px,
