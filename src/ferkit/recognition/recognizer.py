@@ -179,11 +179,10 @@ class Recognizer:
 
     def _small_first_side(self, image: ImageInput) -> int | None:
         """The side to read a big JPEG file at first (see the module docstring), or None."""
-        side = getattr(self.detector, "detect_size", 0)
         if not (isinstance(image, (str, Path)) and isinstance(self.detector, Detector)
-                and 0 < side < self.decode_side):
+                and 0 < self.detector.detect_size < self.decode_side):
             return None
-        small_side = jpeg_draft_side(Path(image), side)
+        small_side = jpeg_draft_side(Path(image), self.detector.detect_size)
         return small_side if small_side is not None and small_side < self.decode_side else None
 
     def _read_small_first(self, image: str | Path, small_side: int
