@@ -99,7 +99,8 @@ def main() -> None:
           f"{' + channels_last' if auto.channels_last else ''} ({auto.why})")
     print(f"{n_train:,} training faces, batch {args.batch_size}, augment {args.augment}, "
           f"ema {args.ema or 'off'}")
-    print(f"{'model':<14}{'mode':<14}{'params':>10}{'images/s':>10}{'x fp32':>8}{'s/epoch*':>9}"
+    nw = max(len(name) for name in ["model", *args.models]) + 2  # the model column's width
+    print(f"{'model':<{nw}}{'mode':<14}{'params':>10}{'images/s':>10}{'x fp32':>8}{'s/epoch*':>9}"
           f"{'first ep s':>11}{'eval+save s':>12}")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,14 +119,14 @@ def main() -> None:
                 try:
                     result = train(config, dataset)
                 except FerkitError as exc:
-                    print(f"{name:<14}{mode:<14}  skipped: {exc}")
+                    print(f"{name:<{nw}}{mode:<14}  skipped: {exc}")
                     continue
                 wall = time.perf_counter() - t0
                 best = max(result.history, key=lambda m: m.images_per_s)
                 base = base or (best.images_per_s if mode == "fp32" else None)
                 ratio = f"{best.images_per_s / base:.2f}" if base else "-"
                 overhead = (wall - result.data_seconds - result.train_seconds) / len(result.history)
-                print(f"{name:<14}{mode:<14}{params:>10,}{best.images_per_s:>10,.0f}{ratio:>8}"
+                print(f"{name:<{nw}}{mode:<14}{params:>10,}{best.images_per_s:>10,.0f}{ratio:>8}"
                       f"{FER2013_TRAIN / best.images_per_s:>9.1f}"
                       f"{result.history[0].epoch_seconds:>11.1f}{overhead:>12.2f}", flush=True)
     print(f"* seconds per epoch of FER2013's {FER2013_TRAIN:,} training faces at that rate")
