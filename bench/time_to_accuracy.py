@@ -31,13 +31,13 @@ from pathlib import Path
 
 
 def parse_targets(text: str) -> list[float]:
-    """'0.65,0.70' -> [0.65, 0.7]: accuracies in (0, 1], sorted."""
+    """'0.65,0.70' -> [0.65, 0.7]: accuracies in [0, 1], sorted."""
     try:
         targets = sorted(float(t) for t in text.split(",") if t.strip())
     except ValueError:
         raise SystemExit(f"--target {text!r}: expected accuracies such as 0.65,0.70") from None
-    if not targets or not all(0 < t <= 1 for t in targets):
-        raise SystemExit(f"--target {text!r}: expected accuracies in (0, 1], such as 0.65,0.70")
+    if not targets or not all(0 <= t <= 1 for t in targets):
+        raise SystemExit(f"--target {text!r}: expected accuracies in [0, 1], such as 0.65,0.70")
     return targets
 
 
