@@ -204,6 +204,10 @@ def test_report_table_json_and_plots(grid_sweep, tmp_path):
     assert header[:3] == ["trial", "state", "model.stages"]
     assert {"epochs", "time (s)", "train loss", "train acc", "val loss", "val acc"} <= set(header)
     assert len(cells) == 2
+    md = sr.markdown_table(report).splitlines()
+    assert md[0].startswith("| trial | state | model.stages |")
+    assert md[1].startswith("| ---: | --- |")
+    assert len(md) == 4 and all(line.count("|") == len(header) + 1 for line in md)
     written = sr.write_report(study, report, tmp_path / "rep")
     for key in ("params", "history", "json"):
         assert written[key].exists() and written[key].stat().st_size > 0

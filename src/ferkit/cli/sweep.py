@@ -45,6 +45,8 @@ Examples:
   ferkit sweep report
 
   ferkit sweep report conv-stages --storage sqlite:///s.db --json
+
+  ferkit sweep report conv-stages --markdown      (a table to paste into a README)
 """
 
 
@@ -124,6 +126,7 @@ def report_command(
     out: str = typer.Option(None, "--out", "-o", help="Folder for the plots and sweep.json "
                             "(default RUNS/STUDY/report)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown."),
 ) -> None:
     from ferkit.sweeps import report as sr
     from ferkit.sweeps.storage import DEFAULT_STORAGE
@@ -136,7 +139,10 @@ def report_command(
         typer.echo(json.dumps(report, indent=2, default=str))
         typer.echo(f"plots: {', '.join(str(p) for p in written.values())}", err=True)
         return
-    _print_table(report)
+    if markdown:
+        typer.echo(sr.markdown_table(report))
+    else:
+        _print_table(report)
     best = report["best"]
     if best is not None:
         params = ", ".join(f"{k}={v}" for k, v in best["params"].items())

@@ -125,6 +125,13 @@ def plain_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def markdown_table(report: dict[str, Any]) -> str:
+    """The printed table as Markdown (numbers right-aligned), for a README or a paper's notes."""
+    header, cells = table_rows(report)
+    align = ["---" if h == "state" else "---:" for h in header]
+    return "\n".join("| " + " | ".join(row) + " |" for row in [header, align, *cells])
+
+
 # ---------------------------------------------------------------------------------------------
 # plots
 
