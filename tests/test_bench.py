@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from synth import make_csv_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,3 +26,42 @@ def test_gpu_suite_tiny_writes_the_zoo_json_and_table(tmp_path):
         assert 0.0 <= entry["accuracy"]["mean"] <= 1.0 and entry["epochs"] == 1
         assert entry["params"] > 0 and entry["runs"][0]["train_seconds"] > 0
     assert "| shallow-cnn |" in proc.stdout and "PublicTest" in proc.stdout
+
+
+def test_time_to_accuracy_reports_every_target_over_seeds(tmp_path):
+    data = make_csv_dataset(tmp_path, n_per_class=8)
+    out = tmp_path / "tta"
+    cmd = [sys.executable, str(ROOT / "bench" / "time_to_accuracy.py"), "--data", str(data),
+           "--model", "shallow-cnn", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+           "--target", "0,1.0", "--seeds", "2", "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                            env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert "target 0.00%: reached by 2 of 2 seeds" in result.stdout
+    assert "target 100.00%: reached by none of 2 seeds" in result.stdout
+    summary = json.loads((out / "results.json").read_text())
+    assert [r["seed"] for r in summary["runs"]] == [0, 1]
+    assert all(list(r["reached"]) == ["0.0"] for r in summary["runs"])
+
+
+def test_time_to_accuracy_refuses_a_target_outside_0_1():
+    cmd = [sys.executable, str(ROOT / "bench" / "time_to_accuracy.py"), "--data", "none.zip",
+           "--target", "65"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                            env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert result.returncode != 0 and "--target '65'" in result.stderr
+
+
+def test_precision_parity_trains_each_seed_in_both_modes(tmp_path):
+    out = tmp_path / "parity.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "precision_parity.py"), "--model", "ferkit-small",
+           "--model-arg", "width=8", "--epochs", "1", "--seeds", "2", "--device", "cpu",
+           "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                            env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert "auto - fp32:" in result.stdout and "over 2 seeds" in result.stdout
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["seed"], r["mode"]) for r in runs] == [(0, "fp32"), (0, "auto"), (1, "fp32"),
+                                                      (1, "auto")]
+    assert all(0.0 <= r["val_acc"] <= 1.0 and r["train_seconds"] > 0 for r in runs)

@@ -165,28 +165,3 @@ def test_old_configs_with_retired_options_load_with_a_note(tmp_path, caplog, mon
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert seen["c"].epochs == 4 and seen["c"].seed == 7 and seen["c"].data == "d.csv"
 
-
-def test_time_to_accuracy_reports_every_target_over_seeds(tmp_path):
-    from synth import make_csv_dataset
-
-    data = make_csv_dataset(tmp_path, n_per_class=8)
-    out = tmp_path / "tta"
-    cmd = [sys.executable, str(ROOT / "bench" / "time_to_accuracy.py"), "--data", str(data),
-           "--model", "shallow-cnn", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
-           "--target", "0,1.0", "--seeds", "2", "--out", str(out)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                            env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
-    assert result.returncode == 0, result.stderr
-    assert "target 0.00%: reached by 2 of 2 seeds" in result.stdout
-    assert "target 100.00%: reached by none of 2 seeds" in result.stdout
-    summary = json.loads((out / "results.json").read_text())
-    assert [r["seed"] for r in summary["runs"]] == [0, 1]
-    assert all(list(r["reached"]) == ["0.0"] for r in summary["runs"])
-
-
-def test_time_to_accuracy_refuses_a_target_outside_0_1():
-    cmd = [sys.executable, str(ROOT / "bench" / "time_to_accuracy.py"), "--data", "none.zip",
-           "--target", "65"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                            env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
-    assert result.returncode != 0 and "--target '65'" in result.stderr
