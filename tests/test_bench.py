@@ -65,3 +65,18 @@ def test_precision_parity_trains_each_seed_in_both_modes(tmp_path):
     assert [(r["seed"], r["mode"]) for r in runs] == [(0, "fp32"), (0, "auto"), (1, "fp32"),
                                                       (1, "auto")]
     assert all(0.0 <= r["val_acc"] <= 1.0 and r["train_seconds"] > 0 for r in runs)
+
+
+def test_step_breakdown_times_every_part_and_their_shares():
+    cmd = [sys.executable, str(ROOT / "bench" / "step_breakdown.py"), "--model", "shallow-cnn",
+           "--batch-size", "8", "--repeats", "2", "--threads", "1"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                            env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    lines = {line.split("  ")[0].strip(): line for line in result.stdout.splitlines()}
+    for part in ("augmentation (Kornia)", "forward+backward+optimizer", "EMA update",
+                 "step total"):
+        assert part in lines, result.stdout
+    shares = [float(lines[p].rstrip("%").split()[-1]) for p in
+              ("augmentation (Kornia)", "forward+backward+optimizer", "EMA update")]
+    assert abs(sum(shares) - 100.0) < 0.5  # the shares are of the whole step
