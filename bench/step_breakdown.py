@@ -88,13 +88,13 @@ def main() -> None:
 
     parts = {
         "augmentation (Kornia)": lambda: augment(faces, train=True),
-        "  of which affine+flip+jitter": lambda: augment.pixel(faces.float().div_(255)),
-        "  of which random erasing": lambda: augment.erase(faces.float().div_(255)),
+        "  affine+flip+jitter alone": lambda: augment.pixel(faces.float().div_(255)),
+        "  random erasing alone": lambda: augment.erase(faces.float().div_(255)),
         "forward+backward+optimizer": step,
         "EMA update": lambda: ema.update_parameters(model),
     }
     times = {name: median_ms(fn, args.repeats) for name, fn in parts.items()}
-    total = sum(t for name, t in times.items() if not name.startswith(" "))
+    total = sum(t for name, t in times.items() if not name.startswith(" "))  # parts, not "alone"
     flags = " ".join(sorted(f for f in cpu_flags() if f in NATIVE_BF16_CPU_FLAGS)) or "no bf16"
     kwargs = "".join(f" {k}={v}" for k, v in config.model_kwargs.items())
     print(f"device: cpu ({platform.processor() or platform.machine()}, flags {flags}), "
