@@ -28,24 +28,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def median_ms(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+from timing import median_ms  # bench/timing.py, beside this script
 
 
 def vga_photo(n_faces: int) -> np.ndarray:

@@ -15,21 +15,9 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
-from collections.abc import Callable
 
-
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 5) -> float:
-    """Median wall time of fn() in ms over `repeats` calls, after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+from timing import median_ms  # bench/timing.py, beside this script
 
 
 def main() -> None:
@@ -93,7 +81,7 @@ def main() -> None:
         "forward+backward+optimizer": step,
         "EMA update": lambda: ema.update_parameters(model),
     }
-    times = {name: median_ms(fn, args.repeats) for name, fn in parts.items()}
+    times = {name: median_ms(fn, args.repeats, warmup=5) for name, fn in parts.items()}
     total = sum(t for name, t in times.items() if not name.startswith(" "))  # parts, not "alone"
     flags = " ".join(sorted(f for f in cpu_flags() if f in NATIVE_BF16_CPU_FLAGS)) or "no bf16"
     kwargs = "".join(f" {k}={v}" for k, v in config.model_kwargs.items())
