@@ -95,7 +95,7 @@ def main() -> None:
           f"{args.seed + args.seeds - 1}")
     print(f"device: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
           f"threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; auto = "
-          f"{auto.name}{' + channels_last' if auto.channels_last else ''} ({auto.why})")
+          f"{auto.label} ({auto.why})")
     acc = {m: [r["val_acc"] for r in runs if r["mode"] == m] for m in MODES}
     secs = {m: sum(r["train_seconds"] for r in runs if r["mode"] == m) for m in MODES}
     for mode in MODES:

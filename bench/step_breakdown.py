@@ -40,7 +40,7 @@ def main() -> None:
 
     from ferkit.models.normalize import normalized
     from ferkit.models.registry import create_model
-    from ferkit.precision import NATIVE_BF16_CPU_FLAGS, cpu_flags, resolve_precision
+    from ferkit.precision import native_bf16_flags, resolve_precision
     from ferkit.training.augment import BatchAugment
     from ferkit.training.config import TrainConfig, parse_key_values
     from ferkit.training.optim import build_optimizer
@@ -83,13 +83,13 @@ def main() -> None:
     }
     times = {name: median_ms(fn, args.repeats, warmup=5) for name, fn in parts.items()}
     total = sum(t for name, t in times.items() if not name.startswith(" "))  # parts, not "alone"
-    flags = " ".join(sorted(f for f in cpu_flags() if f in NATIVE_BF16_CPU_FLAGS)) or "no bf16"
+    flags = " ".join(native_bf16_flags()) or "no bf16"
     kwargs = "".join(f" {k}={v}" for k, v in config.model_kwargs.items())
     print(f"device: cpu ({platform.processor() or platform.machine()}, flags {flags}), "
           f"{torch.get_num_threads()} threads; torch {torch.__version__}; "
           f"{time.strftime('%Y-%m-%d')}")
     print(f"{config.model}{kwargs}, batch {args.batch_size}, augment {args.augment}, "
-          f"{precision.name}{' + channels_last' if precision.channels_last else ''}; "
+          f"{precision.label}; "
           f"median of {args.repeats} calls")
     for name, t in times.items():
         print(f"{name:30s} {t:8.2f} ms  {t / total:6.1%}")

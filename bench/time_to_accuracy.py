@@ -88,7 +88,7 @@ def main() -> None:
     import torch
 
     from ferkit.data import load_dataset
-    from ferkit.precision import NATIVE_BF16_CPU_FLAGS, cpu_flags
+    from ferkit.precision import native_bf16_flags
     from ferkit.training.trainer import train
 
     t0 = time.perf_counter()
@@ -128,7 +128,7 @@ def main() -> None:
         device = "cuda " + torch.cuda.get_device_name() if torch.cuda.is_available() and \
             args.device in ("auto", "cuda") else \
         f"cpu ({platform.processor() or platform.machine()}, flags " \
-        f"{' '.join(sorted(f for f in cpu_flags() if f in NATIVE_BF16_CPU_FLAGS)) or 'no bf16'})"
+        f"{' '.join(native_bf16_flags()) or 'no bf16'})"
         threads = torch.get_num_threads()
         kwargs = "".join(f" {k}={v}" for k, v in recipe["model_kwargs"].items())
         print(f"\nrecipe: {args.model}{kwargs}, {args.epochs} epochs, batch {args.batch_size}, "

@@ -95,8 +95,7 @@ def main() -> None:
     flags = sorted(f for f in cpu_flags() if f in NATIVE_BF16_CPU_FLAGS or f == "avx512f")
     print(f"device {describe_device(device)}; cpu flags {' '.join(flags) or 'none of interest'}")
     print(f"torch {torch.__version__}, kornia {kornia.__version__}, python "
-          f"{sys.version.split()[0]}; auto = {auto.name}"
-          f"{' + channels_last' if auto.channels_last else ''} ({auto.why})")
+          f"{sys.version.split()[0]}; auto = {auto.label} ({auto.why})")
     print(f"{n_train:,} training faces, batch {args.batch_size}, augment {args.augment}, "
           f"ema {args.ema or 'off'}")
     nw = max(len(name) for name in ["model", *args.models]) + 2  # the model column's width

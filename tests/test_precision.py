@@ -77,3 +77,11 @@ def test_a_bf16_training_step_on_the_cpu_learns_and_saves_fp32_weights(tmp_path)
     floats = [v for v in ckpt["state_dict"].values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float32 for v in floats)
     assert TrainConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
+
+
+def test_native_bf16_flags_and_the_precision_label():
+    assert P.native_bf16_flags(frozenset({"amx_bf16", "sse2", "avx512_bf16"})) == [
+        "amx_bf16", "avx512_bf16"]
+    assert P.native_bf16_flags(SKYLAKE_X) == [] and not P.cpu_has_native_bf16(SKYLAKE_X)
+    assert P.resolve_precision("auto", CPU, flags=ZEN5).label == "bf16 + channels_last"
+    assert P.resolve_precision("off", CPU, channels_last=False, flags=ZEN5).label == "fp32"

@@ -44,6 +44,11 @@ class Precision:
     def name(self) -> str:
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
 
+    @property
+    def label(self) -> str:
+        """'bf16 + channels_last', 'fp32': how the benches print a precision."""
+        return self.name + (" + channels_last" if self.channels_last else "")
+
     def autocast(self, device: torch.device):
         """The autocast context for one forward pass (a no-op for fp32)."""
         if self.dtype is None:
@@ -68,10 +73,15 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def native_bf16_flags(flags: frozenset[str] | None = None) -> list[str]:
+    """This CPU's flags (sorted) that say it computes bf16 in hardware; none: emulated or none."""
+    flags = cpu_flags() if flags is None else flags
+    return sorted(f for f in NATIVE_BF16_CPU_FLAGS if f in flags)
+
+
 def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
     """True when the CPU computes bf16 in hardware (AVX512_BF16 or AMX_BF16 on x86)."""
-    flags = cpu_flags() if flags is None else flags
-    return any(f in flags for f in NATIVE_BF16_CPU_FLAGS)
+    return bool(native_bf16_flags(flags))
 
 
 def resolve_precision(amp: str, device: torch.device, channels_last: bool = True,
