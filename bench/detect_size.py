@@ -10,15 +10,19 @@ widths from 20 px up to a quarter of the canvas, several to a canvas, on canvase
 ones, the case a single shrunk pass handles worst). A pasted face counts as found when a
 detection overlaps it with IoU >= 0.4. Rows: one pass at each --sizes (`Detector.detect_size`,
 finer pass off; 1280 was ferkit's default before 2026-12-02), and `Recognizer.detect` as it
-ships (DETECT_SIZE with the finer pass, after the Recognizer's own decode-size shrink). The
-table shows recall per face width and the median milliseconds per canvas.
+ships (DETECT_SIZE with the finer pass, after the Recognizer's own decode-size shrink), given
+the canvas as an array and as a JPEG file (`+finer jpg`: quality 92, written beforehand, read
+at libjpeg's reduced scales as a phone photo is; the time includes the read). The table shows
+recall per face width and the median milliseconds per canvas.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -106,7 +110,7 @@ def recall_row(label: str, detect, scenes, mixed) -> None:
                 hits[width] = hits.get(width, 0) + any(iou(box, d.box) >= 0.4 for d in found)
         cells = "  ".join(f"{hits[w] / totals[w]:>6.0%}" if w in totals else f"{'-':>6}"
                           for w in FACE_WIDTHS)
-        print(f"{label:>10} {canvas[0]}x{canvas[1]:<5} "
+        print(f"{label:>13} {canvas[0]}x{canvas[1]:<5} "
               f"{statistics.median(times) * 1e3:>8.1f}  {cells}", flush=True)
 
 
@@ -135,13 +139,30 @@ def main() -> None:
     print(f"{len(faces)} source faces from the sample photo; {len(scenes)} group photos of "
           f"one face size, {len(mixed)} of mixed sizes; OpenCV {cv2.__version__}; "
           f"{torch.get_num_threads()} threads")
-    print(f"{'detect at':>10} {'canvas':>10} {'ms/photo':>9}  " + "  ".join(
+    print(f"{'detect at':>13} {'canvas':>10} {'ms/photo':>9}  " + "  ".join(
         f"{w:>4}px" for w in FACE_WIDTHS))
     for size in (int(s) for s in args.sizes.split(",")):
         recall_row(f"{size}", YuNetDetector(detect_size=size, finer_pass=False).detect,
                    scenes, mixed)
-    for size in sorted({DETECT_SIZE, *(int(s) for s in args.finer.split(",") if s)}):
+    finer_sizes = sorted({DETECT_SIZE, *(int(s) for s in args.finer.split(",") if s)})
+    for size in finer_sizes:
         recall_row(f"{size}+finer", Recognizer(detect_size=size).detect, scenes, mixed)
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in finer_sizes:
+            images = [s[2] for s in scenes] + [m[1] for m in mixed]
+            recall_row(f"{size}+finer jpg", as_jpeg(Recognizer(detect_size=size).detect,
+                                                    Path(tmp), images), scenes, mixed)
+
+
+def as_jpeg(detect, folder: Path, images: list[np.ndarray]):
+    """`detect` on each of `images` as a JPEG file, written beforehand (untimed)."""
+    from PIL import Image
+
+    files = {}
+    for i, img in enumerate(images):
+        files[id(img)] = folder / f"{i}.jpg"
+        Image.fromarray(img).save(files[id(img)], quality=92)
+    return lambda img: detect(files[id(img)])
 
 
 if __name__ == "__main__":

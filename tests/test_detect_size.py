@@ -18,7 +18,7 @@ from ferkit.recognition.detector import (
 )
 from ferkit.recognition.recognizer import Recognizer
 from ferkit.recognition.samples import sample_photo
-from ferkit.recognition.sizes import DETECT_SIZE, FINER_SIZE, finer_side
+from ferkit.recognition.sizes import ALWAYS_FINER_SHRINK, DETECT_SIZE, FINER_SIZE, finer_side
 
 
 class Recording(Detector):
@@ -37,11 +37,29 @@ def big_face(side):
     return [Detection((10.0, 10.0, side / 4, side / 4), 0.9)]
 
 
-def test_a_big_photo_with_a_big_face_is_detected_once_on_the_small_copy():
+def test_a_big_frame_with_a_big_face_is_detected_once_on_the_small_copy():
     det = Recording(big_face)
-    found = det.detect(np.zeros((3000, 4000, 3), np.uint8))
+    assert 1920 / DETECT_SIZE < ALWAYS_FINER_SHRINK
+    found = det.detect(np.zeros((1440, 1920, 3), np.uint8))
     assert det.copies == [(480, 640)]
-    assert len(found) == 1 and found[0].box[2] == pytest.approx(1000, rel=0.01)  # input pixels
+    assert len(found) == 1 and found[0].box[2] == pytest.approx(480, rel=0.01)  # input pixels
+
+
+@pytest.mark.parametrize("picture, scale", [((3000, 4000), 1.0), ((750, 1000), 4.0)],
+                         ids=["array", "reduced-decode"])
+def test_a_picture_shrunk_4x_always_gets_the_finer_pass(picture, scale):
+    # Its small copy cannot see faces under 96 px of the picture, and a large face beside them
+    # gives no hint; a reduced decode (scale: picture px per input px) counts as shrunk.
+    det = Recording(big_face)
+    found = det.detect(np.zeros((*picture, 3), np.uint8), scale=scale)
+    assert det.copies == [(480, 640), (960, 1280)]  # a 1000 px decode enlarged to 1280
+    assert len(found) == 1  # the big face, found by both passes, is merged into one
+
+
+def test_a_big_face_missed_by_the_finer_pass_is_kept_from_the_first():
+    det = Recording(lambda side: big_face(side) if side == DETECT_SIZE else [])
+    found = det.detect(np.zeros((3000, 4000, 3), np.uint8))
+    assert len(det.copies) == 2 and len(found) == 1
 
 
 @pytest.mark.parametrize("coarse", [
@@ -51,7 +69,7 @@ def test_a_big_photo_with_a_big_face_is_detected_once_on_the_small_copy():
 ], ids=["none", "unsure-candidate", "face-at-the-floor"])
 def test_the_finer_pass_runs_where_small_faces_may_hide(coarse):
     det = Recording(lambda side: coarse if side == DETECT_SIZE else big_face(side))
-    det.detect(np.zeros((3000, 4000, 3), np.uint8))
+    det.detect(np.zeros((1440, 1920, 3), np.uint8))  # coarse boxes: as if in 4000 px
     assert det.copies == [(480, 640), (960, 1280)]
 
 
@@ -158,3 +176,36 @@ def test_a_small_first_read_that_is_not_enough_is_read_again_without_a_second_fi
     assert max(prepared.loaded.array.shape[:2]) == FINER_SIZE
     assert detector.copies == [(480, 640), (960, 1280)]  # one first pass, then the finer one
     assert prepared.detections == []
+
+
+def mixed_phone_photo() -> np.ndarray:
+    """A 4032x3024 picture: one face 1,000 px wide and three of 60 px beside it (the sample
+    photo's faces), the case the small copy's own hints miss."""
+    import cv2
+
+    sample = np.asarray(Image.open(sample_photo()).convert("RGB"))
+    crops = []
+    for d in YuNetDetector(detect_size=0).detect(sample):
+        x, y, w, h = d.box
+        cx, cy, side = x + w / 2, y + h / 2, 1.8 * max(w, h)
+        crops.append(sample[int(max(cy - side / 2, 0)):int(cy + side / 2),
+                            int(max(cx - side / 2, 0)):int(cx + side / 2)])
+    canvas = np.full((3024, 4032, 3), 128, np.uint8)
+    canvas[10:1810, 10:1810] = cv2.resize(crops[0], (1800, 1800))
+    for i in range(3):
+        canvas[1500:1608, 2200 + 208 * i:2308 + 208 * i] = cv2.resize(
+            crops[(i + 1) % len(crops)], (108, 108), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
+def test_small_faces_beside_a_large_one_in_a_phone_photo_are_found(tmp_path):
+    photo = mixed_phone_photo()
+    small_copy = YuNetDetector(finer_pass=False)
+    found, factor = small_copy.first_pass(photo)
+    assert not small_copy.hints_at_smaller_faces(found, factor)  # no hint of the small faces
+    assert len(small_copy.detect(photo)) == 1
+    assert len(YuNetDetector(detect_size=1280, finer_pass=False).detect(photo)) == 4
+    path = tmp_path / "mixed.jpg"
+    Image.fromarray(photo).save(path, quality=92)
+    rec = Recognizer(detector=YuNetDetector())
+    assert len(rec.detect(photo)) == len(rec.detect(path)) == 4  # an array and a phone JPEG

@@ -185,6 +185,17 @@ def shrink_to(array: np.ndarray, side: int) -> tuple[np.ndarray, float]:
     return array, w / array.shape[1]
 
 
+def enlarge_to(array: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    """An array enlarged (bilinear) to longest side `side`, and the input pixels per output
+    pixel (under 1), as shrink_to's: for a detector whose floor is in its input's pixels."""
+    import cv2
+
+    h, w = array.shape[:2]
+    factor = max(h, w) / side
+    size = (max(1, round(w / factor)), max(1, round(h / factor)))
+    return cv2.resize(array, size, interpolation=cv2.INTER_LINEAR), w / size[0]
+
+
 def jpeg_draft_side(path: Path, at_least: int) -> int | None:
     """Longest side of the smallest reduced decode libjpeg offers (1/8, 1/4 or 1/2 scale) that
     keeps at least `at_least` px, for a JPEG file larger than that; None for anything else

@@ -42,6 +42,12 @@ SMALL_FACE_PX = 24  # faces whose box is narrower or shorter than this are flagg
 BLUR_THRESHOLD = 0.12
 
 
+def crop_is_downsampled(detection: Detection) -> bool:
+    """Whether the face's FER-framed crop spans at least 48 px of its picture (so a finer
+    decode of the picture would add nothing to the 48x48 crop)."""
+    return min(detection.box[2], detection.box[3]) * BOX_CROP_RATIO >= FACE_SIZE
+
+
 def _rotation(theta: float) -> np.ndarray:
     c, s = math.cos(theta), math.sin(theta)
     return np.array([[c, -s], [s, c]])

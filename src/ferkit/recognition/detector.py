@@ -14,11 +14,12 @@ for free:
   under YuNet's floor (about 24 px, SMALL_FACE) in the copy. When the copy was shrunk and holds
   no sure face, an unsure one (score between CANDIDATE_SCORE and min_confidence) or a sure one
   at the floor, a second pass runs on a copy of `finer_side` (at least 1280 px, the one-pass
-  size of earlier releases) and the two are merged. A phone photo of a few people pays for the
-  small pass only; a group photo with small faces pays for both and finds what one pass at
-  1280 px found (`bench/detect_size.py`, table in the README). Not caught: faces under the
-  floor beside large ones and no unsure detection (one face of 40 px in a 4032x3024 picture
-  beside one of 1,000 px, in that bench).
+  size of earlier releases) and the two are merged. A picture shrunk ALWAYS_FINER_SHRINK times
+  or more (a phone photo) always gets the finer pass: its small copy is blind to faces under
+  about 100 px, and a large face beside them gives no hint (a 40 px face beside a 1,000 px one
+  in a 4032x3024 picture, in the bench below). So a 1920x1080 frame of large faces pays for
+  the small pass only, and every picture finds what one pass at 1280 px found
+  (`bench/detect_size.py`, table in the README).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ferkit.images import shrink_to
+from ferkit.images import enlarge_to, shrink_to
 from ferkit.recognition.sizes import (
+    ALWAYS_FINER_SHRINK,
     CANDIDATE_SCORE,
     DETECT_SIZE,
     SAME_FACE_IOU,
@@ -77,19 +79,23 @@ class Detector:
         min_confidence, are never reported but make the finer pass run."""
         return min(self.min_confidence, CANDIDATE_SCORE)
 
-    def detect(self, rgb: np.ndarray, first_pass: list[Detection] | None = None
-               ) -> list[Detection]:
+    def detect(self, rgb: np.ndarray, first_pass: list[Detection] | None = None,
+               scale: float = 1.0) -> list[Detection]:
         """(H, W, 3) uint8 RGB -> detections, boxes and landmarks in the input's pixels.
 
         first_pass: the detect_size pass's detections (unsure ones included) in the input's
-        pixels, where the caller already ran it on another decode of the same picture."""
+        pixels, where the caller already ran it on another decode of the same picture.
+        scale: the picture's pixels per input pixel, where the input is a reduced decode."""
         h, w = rgb.shape[:2]
         if first_pass is None:
             found, factor = self.first_pass(rgb)
         else:
             found, factor = first_pass, max(1.0, max(h, w) / self.detect_size)
-        if self.wants_finer_pass(found, factor):
-            finer, _ = self._detect_on_copy(rgb, finer_side(self.detect_size))
+        if self.wants_finer_pass(found, factor, scale):
+            # A reduced decode smaller than the finer copy is enlarged to it: the detector's
+            # floor is in the copy's pixels (a 1/4-scale JPEG decode, 1008 px, goes to 1280).
+            side = min(finer_side(self.detect_size), round(max(h, w) * scale))
+            finer, _ = self._detect_on_copy(rgb, side, enlarge=True)
             found = merge_passes(finer, found)
         return self.sure(found, w, h)
 
@@ -98,22 +104,29 @@ class Detector:
         input's pixels, and the input pixels per copy pixel."""
         return self._detect_on_copy(rgb, self.detect_size)
 
-    def wants_finer_pass(self, found: list[Detection], factor: float,
-                         shrunk: bool | None = None) -> bool:
-        """Whether the first pass, on a copy shrunk by `factor`, hints at smaller faces.
-        shrunk: whether the picture holds more pixels than the copy (default: factor > 1; a
-        picture decoded reduced is shrunk even when the copy is that decode itself)."""
-        return (self.finer_pass and (factor > 1.0 if shrunk is None else shrunk)
-                and needs_finer_pass(found, factor, self.min_confidence))
+    def wants_finer_pass(self, found: list[Detection], factor: float, scale: float = 1.0
+                         ) -> bool:
+        """Whether the first pass, on a copy shrunk by `factor` from an input that is itself
+        the picture reduced by `scale` (a reduced decode), may have missed smaller faces."""
+        return (self.finer_pass and factor * scale > 1.0
+                and (factor * scale >= ALWAYS_FINER_SHRINK
+                     or self.hints_at_smaller_faces(found, factor)))
+
+    def hints_at_smaller_faces(self, found: list[Detection], factor: float) -> bool:
+        """The first pass's own hints, see needs_finer_pass (the Recognizer reads a file again
+        at the finer size on these, not on the shrink alone)."""
+        return needs_finer_pass(found, factor, self.min_confidence)
 
     def sure(self, found: list[Detection], width: int, height: int) -> list[Detection]:
         """The detections of at least min_confidence, clipped to the picture."""
         return [_clip(d, width, height) for d in found if d.score >= self.min_confidence]
 
-    def _detect_on_copy(self, rgb: np.ndarray, side: int) -> tuple[list[Detection], float]:
-        """Detections on a copy of longest side `side` (0: none), in the input's pixels, and
-        the input pixels per copy pixel."""
-        small, factor = shrink_to(rgb, side)
+    def _detect_on_copy(self, rgb: np.ndarray, side: int, enlarge: bool = False
+                        ) -> tuple[list[Detection], float]:
+        """Detections on a copy of longest side `side` (0: none; a smaller input is kept as it
+        is unless `enlarge`), in the input's pixels, and the input pixels per copy pixel."""
+        small, factor = (enlarge_to if enlarge and max(rgb.shape[:2]) < side else shrink_to)(
+            rgb, side)
         found = self._detect_rgb(small)
         if factor != 1.0:
             found = [d.scaled(factor) for d in found]
