@@ -144,8 +144,8 @@ class Recipe:
     grad_clip: float = option(0.0, panel="Optimisation", bounds=(0, math.inf),
                               help="Max gradient norm (0 = off).")
     ema: float = option(0.0, panel="Optimisation",
-                        help="EMA decay of the weights, e.g. 0.999 (0 = off); the EMA model is "
-                        "evaluated and saved.")
+                        help="EMA decay of the weights, e.g. 0.999 (0 = off), warmed up over the "
+                        "first updates; the EMA model is evaluated and saved.")
     early_stopping: int = option(0, panel="Optimisation", non_negative=True,
                                  help="Stop after N epochs without a better val accuracy "
                                  "(0 = off).")

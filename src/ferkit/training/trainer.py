@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ferkit.classes import CLASSES, NUM_CLASSES
 from ferkit.data.dataset import FaceDataset
@@ -56,6 +55,7 @@ from ferkit.training.config import (
 from ferkit.training.curves import plot_curves
 from ferkit.training.distill import Teacher, distill_loss
 from ferkit.training.distributed import Dist, convert_sync_batchnorm, session
+from ferkit.training.ema import weight_ema
 from ferkit.training.finetune import checkpoint_arch_kwargs
 from ferkit.training.optim import build_optimizer, build_scheduler
 from ferkit.training.splits import normalization_stats, split_train_val
@@ -226,8 +226,7 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
     channels_last = precision.channels_last
     model = model.to(memory_format=torch.channels_last if channels_last else
                      torch.contiguous_format)
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
-           if config.ema else None)
+    ema = weight_ema(model, config.ema) if config.ema else None
     augment = BatchAugment(config, fill=mean).to(device)
     sampler = EpochSampler(split.train_labels, config.batch_size, config.balance,
                            config.balance_power, config.seed, device)
