@@ -13,7 +13,8 @@ epochs that fit, and the table says so. Each entry is evaluated on the val split
 PublicTest) from its last epoch (not the best one: that would choose on the reporting split),
 without and with flip TTA. Cheap entries (under `--cheap-mflops` per face) get `--seeds` seeds,
 mean and spread. The JSON is rewritten after every run, and entries already in it are skipped,
-so an interrupted table loses at most the run in progress.
+so an interrupted table loses at most the run in progress. The runs' directories are deleted unless
+`--keep-runs DIR` keeps them (a trained entry can then be a teacher: `ferkit train --teacher`).
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def probe_seconds_per_epoch(name: str, kwargs: dict, dataset, args, tmp: Path) -
     return n_train / rate
 
 
-def run_entry(name: str, kwargs: dict, seed: int, epochs: int, dataset, args, tmp: Path) -> dict:
+def run_entry(name: str, kwargs: dict, seed: int, epochs: int, dataset, args, runs: Path
+              ) -> dict:
     from ferkit.evaluation.evaluate import evaluate
     from ferkit.models.predictor import Predictor
     from ferkit.training.config import TrainConfig
@@ -74,7 +76,9 @@ def run_entry(name: str, kwargs: dict, seed: int, epochs: int, dataset, args, tm
 
     config = TrainConfig(model=name, model_kwargs=kwargs, epochs=epochs, seed=seed,
                          batch_size=args.batch_size, ema=0.999, device=args.device,
-                         threads=args.threads, out=str(tmp / f"{name}-seed{seed}"))
+                         threads=args.threads,
+                         out=str(runs / ("-".join(f"{name}-{k}={v}" for k, v in kwargs.items())
+                                         or name) / f"seed{seed}"))
     t0 = time.perf_counter()
     result = train(config, dataset)
     wall = time.perf_counter() - t0
@@ -113,6 +117,9 @@ def main() -> None:
                              "larger budget) instead of skipping them")
     parser.add_argument("--tiny", action="store_true",
                         help="synthetic data, 2 entries, 1 epoch: checks the script end to end")
+    parser.add_argument("--keep-runs", metavar="DIR", default="",
+                        help="keep each run's directory (checkpoints, curves) under DIR, e.g. as "
+                             "a teacher for `ferkit train --teacher` (default: deleted)")
     parser.add_argument("--readme", metavar="JSON", default="",
                         help="print the README table of this result file and exit")
     args = parser.parse_args()
@@ -144,6 +151,7 @@ def main() -> None:
                  data="synthetic (--tiny)" if args.tiny else Path(args.data).name)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        runs_dir = Path(args.keep_runs) if args.keep_runs else tmp
         for name, kwargs, seed_figure in entries:
             key = name + "".join(f" {k}={v}" for k, v in kwargs.items())
             if key in table["entries"] and not (args.tiny or args.redo):
@@ -162,7 +170,7 @@ def main() -> None:
             seeds = args.seeds if (info.get("mflops") or 0) < args.cheap_mflops else 1
             print(f"{key}: {s_per_epoch:.1f} s/epoch -> {epochs} epochs x {seeds} seed(s)",
                   flush=True)
-            runs = [run_entry(name, kwargs, seed, epochs, dataset, args, tmp)
+            runs = [run_entry(name, kwargs, seed, epochs, dataset, args, runs_dir)
                     for seed in range(seeds)]
             table["entries"][key] = {
                 "params": info.get("params"), "mflops": info.get("mflops"),

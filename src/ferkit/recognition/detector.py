@@ -108,7 +108,7 @@ class Detector:
                          ) -> bool:
         """Whether the first pass, on a copy shrunk by `factor` from an input that is itself
         the picture reduced by `scale` (a reduced decode), may have missed smaller faces."""
-        return (self.finer_pass and factor * scale > 1.0
+        return (self.finer_pass and self.detect_size > 0 and factor * scale > 1.0
                 and (factor * scale >= ALWAYS_FINER_SHRINK
                      or self.hints_at_smaller_faces(found, factor)))
 
