@@ -45,7 +45,7 @@ ENTRIES: list[tuple[str, dict, str]] = [
     ("resnet", {}, "63.60% (60 epochs)"),
     ("inception", {}, "-"),
     ("mini-xception", {}, "65.9% (fer package, PrivateTest)"),
-    ("efficientnet-lite0", {}, "58.03% (the seed's VGG16 transfer)"),
+    ("efficientnet-lite0", {"pretrained": True}, "58.03% (the seed's VGG16 transfer)"),
     ("ferkit-small", {}, "-"),
     ("ferkit-vgg", {"width": 32}, "-"),
 ]
