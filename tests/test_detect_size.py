@@ -47,19 +47,28 @@ def test_a_big_frame_with_a_big_face_is_detected_once_on_the_small_copy():
 
 @pytest.mark.parametrize("picture, scale", [((3000, 4000), 1.0), ((750, 1000), 4.0)],
                          ids=["array", "reduced-decode"])
-def test_a_picture_shrunk_4x_always_gets_the_finer_pass(picture, scale):
+def test_a_picture_shrunk_4x_is_detected_at_the_finer_size_from_the_start(picture, scale):
     # Its small copy cannot see faces under 96 px of the picture, and a large face beside them
     # gives no hint; a reduced decode (scale: picture px per input px) counts as shrunk.
     det = Recording(big_face)
     found = det.detect(np.zeros((*picture, 3), np.uint8), scale=scale)
-    assert det.copies == [(480, 640), (960, 1280)]  # a 1000 px decode enlarged to 1280
-    assert len(found) == 1  # the big face, found by both passes, is merged into one
+    assert det.copies == [(960, 1280)]  # a 1000 px decode is enlarged to 1280
+    assert len(found) == 1 and found[0].box[2] == pytest.approx(picture[1] / 4, rel=0.01)
 
 
-def test_a_big_face_missed_by_the_finer_pass_is_kept_from_the_first():
+def test_a_big_picture_without_a_sure_face_at_the_finer_size_gets_the_small_pass_too():
+    # e.g. a face filling the picture, too large for the finer copy
     det = Recording(lambda side: big_face(side) if side == DETECT_SIZE else [])
     found = det.detect(np.zeros((3000, 4000, 3), np.uint8))
-    assert len(det.copies) == 2 and len(found) == 1
+    assert det.copies == [(960, 1280), (480, 640)] and len(found) == 1
+
+
+def test_a_big_picture_read_small_is_detected_again_on_a_sharper_decode():
+    # The Recognizer's second read of a phone JPEG: the first pass ran on the 1/4 read
+    det = Recording(big_face)
+    found = det.detect(np.zeros((1500, 2000, 3), np.uint8),
+                       [Detection((10.0, 10.0, 500.0, 500.0), 0.9)], scale=2.0)
+    assert det.copies == [(960, 1280)] and len(found) == 1  # the two passes' face merged
 
 
 @pytest.mark.parametrize("coarse", [
@@ -163,7 +172,7 @@ def test_a_phone_jpeg_with_large_faces_is_read_once_at_a_reduced_scale(tmp_path,
         assert np.abs(np.subtract(a.box, b.box)).max() <= 12  # px of the 4032 px original
 
 
-@pytest.mark.parametrize("size", [(4000, 3000), (5120, 3840)])  # 1/4 and 1/8: exactly 640 px
+@pytest.mark.parametrize("size", [(2400, 1800), (1920, 1440)])  # read at 1/2: 1200, 960 px
 def test_a_small_first_read_that_is_not_enough_is_read_again_without_a_second_first_pass(
         size, tmp_path, tmp_path_factory):
     path = tmp_path / "blank.jpg"
@@ -175,6 +184,20 @@ def test_a_small_first_read_that_is_not_enough_is_read_again_without_a_second_fi
     prepared = rec.prepare(path)
     assert max(prepared.loaded.array.shape[:2]) == FINER_SIZE
     assert detector.copies == [(480, 640), (960, 1280)]  # one first pass, then the finer one
+    assert prepared.detections == []
+
+
+@pytest.mark.parametrize("size", [(4000, 3000), (5120, 3840)])  # read at 1/4 and 1/8: 640 px
+def test_a_phone_jpeg_is_detected_at_the_finer_size_on_its_small_read_then_a_sharper_one(
+        size, tmp_path, tmp_path_factory):
+    path = tmp_path / "blank.jpg"
+    Image.new("RGB", size, (128, 128, 128)).save(path, quality=80)
+    detector = Recording(lambda side: [])  # no face: the sharper read, then the small pass
+    rec = Recognizer(model=model_for_tests(shared_checkpoint(tmp_path_factory)), device="cpu",
+                     detector=detector)
+    prepared = rec.prepare(path)
+    assert max(prepared.loaded.array.shape[:2]) == FINER_SIZE
+    assert detector.copies == [(960, 1280), (960, 1280), (480, 640)]
     assert prepared.detections == []
 
 

@@ -14,12 +14,13 @@ for free:
   under YuNet's floor (about 24 px, SMALL_FACE) in the copy. When the copy was shrunk and holds
   no sure face, an unsure one (score between CANDIDATE_SCORE and min_confidence) or a sure one
   at the floor, a second pass runs on a copy of `finer_side` (at least 1280 px, the one-pass
-  size of earlier releases) and the two are merged. A picture shrunk ALWAYS_FINER_SHRINK times
-  or more (a phone photo) always gets the finer pass: its small copy is blind to faces under
-  about 100 px, and a large face beside them gives no hint (a 40 px face beside a 1,000 px one
-  in a 4032x3024 picture, in the bench below). So a 1920x1080 frame of large faces pays for
-  the small pass only, and every picture finds what one pass at 1280 px found
-  (`bench/detect_size.py`, table in the README).
+  size of earlier releases) and the two are merged.
+- A picture shrunk ALWAYS_FINER_SHRINK times or more (a phone photo) is detected at the finer
+  size from the start: its small copy is blind to faces under about 100 px, and a large face
+  beside them gives no hint (a 40 px face beside a 1,000 px one in a 4032x3024 picture, in the
+  bench below). YuNet finds faces up to about 800 px wide in a 1280 px copy (a face filling a
+  phone photo), so the small pass runs there only when the finer one finds no sure face.
+  Every picture finds what one pass at 1280 px found (`bench/detect_size.py`, README table).
 """
 
 from __future__ import annotations
@@ -83,38 +84,52 @@ class Detector:
                scale: float = 1.0) -> list[Detection]:
         """(H, W, 3) uint8 RGB -> detections, boxes and landmarks in the input's pixels.
 
-        first_pass: the detect_size pass's detections (unsure ones included) in the input's
-        pixels, where the caller already ran it on another decode of the same picture.
+        first_pass: `first_pass()`'s detections (unsure ones included) in the input's pixels,
+        where the caller already ran it on a smaller decode of the same picture.
         scale: the picture's pixels per input pixel, where the input is a reduced decode."""
         h, w = rgb.shape[:2]
+        side = self.first_side(max(h, w) * scale)
         if first_pass is None:
-            found, factor = self.first_pass(rgb)
+            found, factor = self.first_pass(rgb, scale)
         else:
-            found, factor = first_pass, max(1.0, max(h, w) / self.detect_size)
-        if self.wants_finer_pass(found, factor, scale):
-            # A reduced decode smaller than the finer copy is enlarged to it: the detector's
-            # floor is in the copy's pixels (a 1/4-scale JPEG decode, 1008 px, goes to 1280).
+            found, factor = first_pass, max(h, w) / side
+        if side != self.detect_size:  # a big picture: the first pass ran at the finer size
+            if first_pass is not None:  # on a smaller decode: again on this sharper one
+                found = merge_passes(self._detect_on_copy(rgb, side, enlarge=True)[0], found)
+            if not self.sure(found, w, h):  # a face too large for the finer copy, or none
+                found = merge_passes(found, self._detect_on_copy(rgb, self.detect_size)[0])
+        elif self.wants_finer_pass(found, factor, scale):
             side = min(finer_side(self.detect_size), round(max(h, w) * scale))
             finer, _ = self._detect_on_copy(rgb, side, enlarge=True)
             found = merge_passes(finer, found)
         return self.sure(found, w, h)
 
-    def first_pass(self, rgb: np.ndarray) -> tuple[list[Detection], float]:
-        """The pass on the detect_size copy: its detections down to candidate_score, in the
-        input's pixels, and the input pixels per copy pixel."""
-        return self._detect_on_copy(rgb, self.detect_size)
+    def first_side(self, picture_side: float) -> int:
+        """Longest side of the first pass's copy for a picture of this longest side:
+        detect_size, or the finer size where the picture is shrunk ALWAYS_FINER_SHRINK times or
+        more (its small copy is blind to common face sizes, see the module docstring)."""
+        if (self.finer_pass and self.detect_size
+                and picture_side / self.detect_size >= ALWAYS_FINER_SHRINK):
+            return finer_side(self.detect_size)
+        return self.detect_size
+
+    def first_pass(self, rgb: np.ndarray, scale: float = 1.0) -> tuple[list[Detection], float]:
+        """The pass on the first_side copy (at the finer size, a reduced decode smaller than it
+        is enlarged: the detector's floor is in the copy's pixels): its detections down to
+        candidate_score, in the input's pixels, and the input pixels per copy pixel."""
+        side = self.first_side(max(rgb.shape[:2]) * scale)
+        return self._detect_on_copy(rgb, side, enlarge=side != self.detect_size)
 
     def wants_finer_pass(self, found: list[Detection], factor: float, scale: float = 1.0
                          ) -> bool:
         """Whether the first pass, on a copy shrunk by `factor` from an input that is itself
-        the picture reduced by `scale` (a reduced decode), may have missed smaller faces."""
+        the picture reduced by `scale` (a reduced decode), hints at smaller faces."""
         return (self.finer_pass and self.detect_size > 0 and factor * scale > 1.0
-                and (factor * scale >= ALWAYS_FINER_SHRINK
-                     or self.hints_at_smaller_faces(found, factor)))
+                and self.hints_at_smaller_faces(found, factor))
 
     def hints_at_smaller_faces(self, found: list[Detection], factor: float) -> bool:
         """The first pass's own hints, see needs_finer_pass (the Recognizer reads a file again
-        at the finer size on these, not on the shrink alone)."""
+        at the finer size on these)."""
         return needs_finer_pass(found, factor, self.min_confidence)
 
     def sure(self, found: list[Detection], width: int, height: int) -> list[Detection]:

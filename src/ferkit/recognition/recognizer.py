@@ -19,11 +19,10 @@ the crop's own size), so decoding no larger costs no detail the 48x48 crop could
 
 A big JPEG file is read small first: at libjpeg's smallest reduced scale that still covers
 `detect_size` (a 4032x3024 photo at 1/4: 1008x756, about a quarter of the decode time of the
-1/2 scale the finer size needs). When detection there gives no hint of smaller faces, that read
-is kept, with the finer pass that a big picture always gets run on it enlarged (1008 to 1280
-px: 16 ms, where reading the file at 1/2 took 22 ms more), and so are its crops if every
-face's crop is downsampled to 48x48, not upsampled; otherwise the file is read again at
-the finer size, and detected as above where the small read hinted at smaller faces.
+1/2 scale the finer size needs; a phone photo's first pass, at the finer size, runs on it
+enlarged to 1280 px). When detection there gives no hint of smaller faces and every face's crop
+is downsampled to 48x48, not upsampled, that read is kept; otherwise the file is read again at
+the finer size and detected as above.
 """
 
 from __future__ import annotations
@@ -189,20 +188,15 @@ class Recognizer:
 
     def _read_small_first(self, image: str | Path, small_side: int
                           ) -> tuple[DecodedImage, list[Detection]]:
-        """Detect on the small read (its finer pass too, where only the shrink asks for one);
-        keep it if that is enough, else read the file again at decode_side: for the finer
-        pass where the small read's first pass hinted at smaller faces (that pass is not run
-        twice), or for sharper crops of faces under 48 px."""
+        """Detect on the small read; keep it if that is enough, else read the file again at
+        decode_side and go on from the small read's first pass (not run twice)."""
         detector = self.detector
         small = load_image(image, small_side)
-        found, factor = detector.first_pass(small.array)
-        hinted = detector.finer_pass and detector.hints_at_smaller_faces(found, factor)
-        if not hinted:
-            sure = detector.detect(small.array, found, small.scale)
+        found, factor = detector.first_pass(small.array, small.scale)
+        if not (detector.finer_pass and detector.hints_at_smaller_faces(found, factor)):
+            sure = detector.sure(found, small.width, small.height)
             if all(crop_is_downsampled(d) for d in sure):
                 return small, sure
-            loaded = load_image(image, self.decode_side)
-            return loaded, [d.scaled(small.scale / loaded.scale) for d in sure]
         loaded = load_image(image, self.decode_side)
         to_loaded = small.scale / loaded.scale
         return loaded, detector.detect(loaded.array, [d.scaled(to_loaded) for d in found],
