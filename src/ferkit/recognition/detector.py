@@ -92,7 +92,7 @@ class Detector:
         if first_pass is None:
             found, factor = self.first_pass(rgb, scale)
         else:
-            found, factor = first_pass, max(h, w) / side
+            found, factor = first_pass, max(1.0, max(h, w) / side)
         if side != self.detect_size:  # a big picture: the first pass ran at the finer size
             if first_pass is not None:  # on a smaller decode: again on this sharper one
                 found = merge_passes(self._detect_on_copy(rgb, side, enlarge=True)[0], found)

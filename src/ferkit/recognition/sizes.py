@@ -6,8 +6,8 @@ FINER_SIZE = 1280  # the finer pass works at least at this size (the one-pass de
 SMALL_FACE = 24  # px in the detection copy: YuNet's floor (it finds 71% of 20-28 px faces)
 # A copy shrunk this much (picture px per copy px) cannot see faces under 4 x SMALL_FACE = 96 px
 # of the picture, a common size in a group photo, and nothing in it says they are there when a
-# large face stands beside them: such a picture (over 2,560 px for the 640 px copy) always gets
-# the finer pass.
+# large face stands beside them: such a picture (over 2,560 px for the 640 px copy) is detected
+# at the finer size from the start.
 ALWAYS_FINER_SHRINK = 4.0
 CANDIDATE_SCORE = 0.25  # a detection this sure, short of --min-confidence, hints at a face
 SAME_FACE_IOU = 0.4  # two passes' boxes overlapping this much are one face
