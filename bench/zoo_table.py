@@ -130,6 +130,7 @@ def main() -> None:
     from ferkit.data import load_dataset
     from ferkit.devices import resolve_device
     from ferkit.models.info import model_info
+    from ferkit.training.finetune import checkpoint_arch_kwargs
 
     if not args.tiny and not args.data:
         parser.error("--data is required (or --tiny)")
@@ -157,7 +158,7 @@ def main() -> None:
             if key in table["entries"] and not (args.tiny or args.redo):
                 print(f"{key}: already in {out}, skipped", flush=True)
                 continue
-            info = model_info(name, **kwargs)
+            info = model_info(name, **checkpoint_arch_kwargs(kwargs))  # no weights to load
             try:
                 s_per_epoch = probe_seconds_per_epoch(name, kwargs, dataset, args, tmp)
             except Exception as exc:  # an entry that cannot train here is reported, not fatal
