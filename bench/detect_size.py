@@ -148,21 +148,22 @@ def main() -> None:
     for size in finer_sizes:
         recall_row(f"{size}+finer", Recognizer(detect_size=size).detect, scenes, mixed)
     with tempfile.TemporaryDirectory() as tmp:
+        files = as_jpeg_files([s[2] for s in scenes] + [m[1] for m in mixed], Path(tmp))
         for size in finer_sizes:
-            images = [s[2] for s in scenes] + [m[1] for m in mixed]
-            recall_row(f"{size}+finer jpg", as_jpeg(Recognizer(detect_size=size).detect,
-                                                    Path(tmp), images), scenes, mixed)
+            detect = Recognizer(detect_size=size).detect
+            recall_row(f"{size}+finer jpg", lambda img, d=detect: d(files[id(img)]),
+                       scenes, mixed)
 
 
-def as_jpeg(detect, folder: Path, images: list[np.ndarray]):
-    """`detect` on each of `images` as a JPEG file, written beforehand (untimed)."""
+def as_jpeg_files(images: list[np.ndarray], folder: Path) -> dict[int, Path]:
+    """Each image written once as a JPEG file in `folder` (before any timing), keyed by id()."""
     from PIL import Image
 
     files = {}
     for i, img in enumerate(images):
         files[id(img)] = folder / f"{i}.jpg"
         Image.fromarray(img).save(files[id(img)], quality=92)
-    return lambda img: detect(files[id(img)])
+    return files
 
 
 if __name__ == "__main__":

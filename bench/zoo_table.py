@@ -77,8 +77,8 @@ def run_entry(name: str, kwargs: dict, seed: int, epochs: int, dataset, args, ru
     config = TrainConfig(model=name, model_kwargs=kwargs, epochs=epochs, seed=seed,
                          batch_size=args.batch_size, ema=0.999, device=args.device,
                          threads=args.threads,
-                         out=str(runs / ("-".join(f"{name}-{k}={v}" for k, v in kwargs.items())
-                                         or name) / f"seed{seed}"))
+                         out=str(runs / (name + "".join(f"-{k}={v}" for k, v in kwargs.items()))
+                                 / f"seed{seed}"))
     t0 = time.perf_counter()
     result = train(config, dataset)
     wall = time.perf_counter() - t0

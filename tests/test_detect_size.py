@@ -225,7 +225,7 @@ def test_small_faces_beside_a_large_one_in_a_phone_photo_are_found(tmp_path):
     photo = mixed_phone_photo()
     small_copy = YuNetDetector(finer_pass=False)
     found, factor = small_copy.first_pass(photo)
-    assert not small_copy.hints_at_smaller_faces(found, factor)  # no hint of the small faces
+    assert not needs_finer_pass(found, factor, small_copy.min_confidence)  # no hint of them
     assert len(small_copy.detect(photo)) == 1
     assert len(YuNetDetector(detect_size=1280, finer_pass=False).detect(photo)) == 4
     path = tmp_path / "mixed.jpg"

@@ -125,12 +125,7 @@ class Detector:
         """Whether the first pass, on a copy shrunk by `factor` from an input that is itself
         the picture reduced by `scale` (a reduced decode), hints at smaller faces."""
         return (self.finer_pass and self.detect_size > 0 and factor * scale > 1.0
-                and self.hints_at_smaller_faces(found, factor))
-
-    def hints_at_smaller_faces(self, found: list[Detection], factor: float) -> bool:
-        """The first pass's own hints, see needs_finer_pass (the Recognizer reads a file again
-        at the finer size on these)."""
-        return needs_finer_pass(found, factor, self.min_confidence)
+                and needs_finer_pass(found, factor, self.min_confidence))
 
     def sure(self, found: list[Detection], width: int, height: int) -> list[Detection]:
         """The detections of at least min_confidence, clipped to the picture."""

@@ -193,7 +193,7 @@ class Recognizer:
         detector = self.detector
         small = load_image(image, small_side)
         found, factor = detector.first_pass(small.array, small.scale)
-        if not (detector.finer_pass and detector.hints_at_smaller_faces(found, factor)):
+        if not detector.wants_finer_pass(found, factor, small.scale):
             sure = detector.sure(found, small.width, small.height)
             if all(crop_is_downsampled(d) for d in sure):
                 return small, sure
