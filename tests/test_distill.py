@@ -55,14 +55,18 @@ def test_a_distilled_student_follows_its_teacher(tmp_path, dataset, shifted_teac
     assert ckpt["config"]["teacher"] == str(shifted_teacher)
 
 
-def test_fixed_targets_carry_the_teacher_into_the_student(tmp_path, dataset, shifted_teacher):
+@pytest.mark.parametrize("mix", ["none", "cutmix"])
+def test_fixed_targets_carry_the_teacher_into_the_student(tmp_path, dataset, shifted_teacher,
+                                                          mix):
     """--distill-targets fixed: targets computed once per clean face still carry the teacher's
     label-contradicting answers into the student (a plain student agrees with it on 0% of val).
     They are flip-averaged, which softens them on these asymmetric synthetic faces, hence the
-    lower bar than for live targets."""
+    lower bar than for live targets. With --mix the targets of two faces are blended in the
+    images' shares (half the batches here)."""
     taught = train(tiny_config(tmp_path / "fixed", epochs=6, augment="none", seed=1,
                                teacher=str(shifted_teacher), distill_weight=1.0,
-                               distill_temperature=2.0, distill_targets="fixed"), dataset)
+                               distill_temperature=2.0, distill_targets="fixed", mix=mix,
+                               mix_prob=0.5), dataset)
     assert _agreement(taught.run_dir, shifted_teacher, dataset) > 0.4
     assert taught.teacher_seconds > 0  # computed once, before the first epoch
     assert load_checkpoint(taught.best_checkpoint)["config"]["distill_targets"] == "fixed"

@@ -91,8 +91,8 @@ class _Killed(Exception):
 @pytest.mark.parametrize("options", [
     {},
     {"ema": 0.9, "balance": "oversample", "schedule": "cosine", "augment": "strong",
-     "grad_clip": 1.0, "optimizer": "adamw", "lr": 3e-3},
-], ids=["default", "ema-oversample-cosine-adamw"])
+     "grad_clip": 1.0, "optimizer": "adamw", "lr": 3e-3, "mix": "cutmix"},
+], ids=["default", "ema-oversample-cosine-adamw-cutmix"])
 def test_resume_ends_exactly_like_an_uninterrupted_run(tmp_path, dataset, options):
     full = train(tiny_config(tmp_path / "full", epochs=3, **options), dataset)
 

@@ -23,6 +23,7 @@ HELP = (
     "  ferkit train --data fer2013.zip --model ferkit-vgg --epochs 60 --batch-size 256 "
     "--ema 0.999\n\n"
     "  ferkit train --data fer2013.csv --holdout 0.1 --balance oversample --augment strong\n\n"
+    "  ferkit train --data fer2013.zip --mix cutmix --holdout 0.1\n\n"
     "  ferkit train --data fer2013.zip --model ferkit-small --teacher runs/big "
     "--distill-weight 0.7\n\n"
     "  ferkit train --resume --out runs/20250101-120000-ferkit-vgg   (continue a run)\n\n"
@@ -316,8 +317,10 @@ def _print_header(console, info) -> None:
         console.print(f"  DDP: {info.world_size} processes ({backend}), "
                       f"{batch // info.world_size} faces each per step; "
                       f"{'sync-bn' if c.sync_bn else 'BatchNorm per process'}")
-    console.print(f"  augment {c.augment}; balance {c.balance}"
-                  + (f"; ema {c.ema}" if c.ema else ""))
+    console.print(f"  augment {c.augment}"
+                  + (f" + {c.mix} (alpha {c.mix_alpha:g}, {c.mix_prob:.0%} of batches)"
+                     if c.mix != "none" else "")
+                  + f"; balance {c.balance}" + (f"; ema {c.ema}" if c.ema else ""))
     if c.teacher:
         console.print(f"  teacher: {c.teacher} (weight {c.distill_weight:g}, temperature "
                       f"{c.distill_temperature:g}, {c.distill_targets} targets"

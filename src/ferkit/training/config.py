@@ -32,6 +32,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine")
 BALANCE_MODES = ("none", "weights", "oversample")
 DISTILL_TARGETS = ("live", "fixed")  # see distill.py: a teacher forward per step, or once
+MIX_MODES = ("none", "mixup", "cutmix")  # see mixing.py
 AUGMENT_PRESETS = ("none", "light", "default", "strong")
 
 # Fields of each augmentation preset (see ferkit.training.augment for what each one does).
@@ -190,6 +191,14 @@ class Recipe:
                                       help="Max brightness/contrast change.")
     aug_erase: float | None = option(None, panel="Augmentation", bounds=(0, 1),
                                      help="Random-erasing probability.")
+    mix: str = option("none", panel="Augmentation", choices=MIX_MODES,
+                      help="Mix pairs of faces in a batch: none | mixup (blend two faces) | "
+                      "cutmix (paste a box of one into the other); the loss blends their labels "
+                      "in the same shares.")
+    mix_alpha: float = option(1.0, panel="Augmentation", positive=True,
+                              help="--mix: the mixed share ~ Beta(alpha, alpha).")
+    mix_prob: float = option(0.5, panel="Augmentation", bounds=(0, 1),
+                             help="--mix: the share of batches mixed.")
 
     # execution that is part of the recipe (it changes the numbers a run produces)
     seed: int = option(0, panel="Run", help="Seed of the weights, shuffling and augmentation.")

@@ -57,6 +57,7 @@ from ferkit.training.distill import Teacher, distill_loss
 from ferkit.training.distributed import Dist, convert_sync_batchnorm, session
 from ferkit.training.ema import weight_ema
 from ferkit.training.finetune import checkpoint_arch_kwargs
+from ferkit.training.mixing import BatchMix
 from ferkit.training.optim import build_optimizer, build_scheduler
 from ferkit.training.splits import normalization_stats, split_train_val
 
@@ -228,6 +229,7 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
                      torch.contiguous_format)
     ema = weight_ema(model, config.ema) if config.ema else None
     augment = BatchAugment(config, fill=mean).to(device)
+    mixer = BatchMix(config.mix, config.mix_alpha, config.mix_prob)
     sampler = EpochSampler(split.train_labels, config.batch_size, config.balance,
                            config.balance_power, config.seed, device)
     steps, batch = sampler.steps_per_epoch, sampler.batch_size  # batch: the global batch
@@ -290,14 +292,18 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
         for step, idx in enumerate(dist.shard_steps(sampler.epoch()), start=1):
             x = augment(train_x[idx], train=True)
             y = train_y[idx]
+            x, mix = mixer(x)  # mix: None, or how pairs of faces were blended (--mix)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with precision.autocast(device):
                 logits = forward(x)
-            loss = criterion(logits.float(), y)
+            loss = (criterion(logits.float(), y) if mix is None
+                    else mix.loss(criterion, logits.float(), y))
             if teacher is not None:
                 targets = (fixed_targets[idx] if fixed_targets is not None
                            else teacher.logits(x, precision))
+                if mix is not None and fixed_targets is not None:
+                    targets = mix.log_probs(targets)
                 soft = distill_loss(logits.float(), targets, config.distill_temperature)
                 loss = (1 - config.distill_weight) * loss + config.distill_weight * soft
             optimizer.zero_grad(set_to_none=True)
