@@ -44,7 +44,6 @@ def main() -> None:
 
     from ferkit.data import load_dataset
     from ferkit.models.ensemble import save_ensemble
-    from ferkit.precision import resolve_precision
     from ferkit.training.config import TrainConfig
     from ferkit.training.trainer import train
 
@@ -58,8 +57,8 @@ def main() -> None:
             teacher = str(Path(tmp) / "ensemble.pt")
             save_ensemble(args.teacher, teacher)
         device = torch.device("cpu")
-        auto = resolve_precision("auto", device)
-        print(f"device {describe_device(device)}; auto = {auto.name}; torch {torch.__version__}")
+        print(f"device {describe_device(device)}; --amp auto (timed per run); torch "
+              f"{torch.__version__}")
         named = ", ".join(args.teacher) or "the bundled model"
         print(f"student {args.student} width {args.width}; teacher {named}; {n_train:,} "
               f"training faces, batch {args.batch_size}")

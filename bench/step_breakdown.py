@@ -40,10 +40,11 @@ def main() -> None:
 
     from ferkit.models.normalize import normalized
     from ferkit.models.registry import create_model
-    from ferkit.precision import native_bf16_flags, resolve_precision
+    from ferkit.precision import native_bf16_flags
     from ferkit.training.augment import BatchAugment
     from ferkit.training.config import TrainConfig, parse_key_values
     from ferkit.training.optim import build_optimizer
+    from ferkit.training.trainer import choose_precision
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -53,16 +54,16 @@ def main() -> None:
          "ema": args.ema}, "option").validated()
     device = torch.device("cpu")
     torch.manual_seed(0)
-    precision = resolve_precision(config.amp, device, config.channels_last)
-    fmt = torch.channels_last if precision.channels_last else torch.contiguous_format
     model = normalized(create_model(config.model, **config.model_kwargs), 0.5, 0.25)
+    faces = torch.randint(0, 256, (args.batch_size, 1, 48, 48), dtype=torch.uint8)
+    precision = choose_precision(config, device, model, faces)  # as ferkit train chooses
+    fmt = torch.channels_last if precision.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt).train()
     optimizer = build_optimizer(model, config, device)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     augment = BatchAugment(config, fill=0.5)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
 
-    faces = torch.randint(0, 256, (args.batch_size, 1, 48, 48), dtype=torch.uint8)
     labels = torch.randint(0, 7, (args.batch_size,))
     x = augment(faces).contiguous(memory_format=fmt)
 

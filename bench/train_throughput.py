@@ -89,18 +89,17 @@ def main() -> None:
         torch.set_num_threads(os.cpu_count() or 1)
     import kornia
 
-    from ferkit.precision import NATIVE_BF16_CPU_FLAGS, cpu_flags, resolve_precision
+    from ferkit.precision import NATIVE_BF16_CPU_FLAGS, cpu_flags
 
-    auto = resolve_precision("auto", device)
     flags = sorted(f for f in cpu_flags() if f in NATIVE_BF16_CPU_FLAGS or f == "avx512f")
     print(f"device {describe_device(device)}; cpu flags {' '.join(flags) or 'none of interest'}")
     print(f"torch {torch.__version__}, kornia {kornia.__version__}, python "
-          f"{sys.version.split()[0]}; auto = {auto.label} ({auto.why})")
+          f"{sys.version.split()[0]}; auto = what ferkit train chose for the model (timed)")
     print(f"{n_train:,} training faces, batch {args.batch_size}, augment {args.augment}, "
           f"ema {args.ema or 'off'}")
     nw = max(len(name) for name in ["model", *args.models]) + 2  # the model column's width
-    print(f"{'model':<{nw}}{'mode':<14}{'params':>10}{'images/s':>10}{'x fp32':>8}{'s/epoch*':>9}"
-          f"{'first ep s':>11}{'eval+save s':>12}")
+    print(f"{'model':<{nw}}{'mode':<14}{'runs as':<22}{'params':>10}{'images/s':>10}"
+          f"{'x fp32':>8}{'s/epoch*':>9}{'first ep s':>11}{'eval+save s':>12}")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
@@ -125,10 +124,20 @@ def main() -> None:
                 base = base or (best.images_per_s if mode == "fp32" else None)
                 ratio = f"{best.images_per_s / base:.2f}" if base else "-"
                 overhead = (wall - result.data_seconds - result.train_seconds) / len(result.history)
-                print(f"{name:<{nw}}{mode:<14}{params:>10,}{best.images_per_s:>10,.0f}{ratio:>8}"
+                runs_as = _precision_label(result.run_dir)
+                print(f"{name:<{nw}}{mode:<14}{runs_as:<22}{params:>10,}"
+                      f"{best.images_per_s:>10,.0f}{ratio:>8}"
                       f"{FER2013_TRAIN / best.images_per_s:>9.1f}"
                       f"{result.history[0].epoch_seconds:>11.1f}{overhead:>12.2f}", flush=True)
     print(f"* seconds per epoch of FER2013's {FER2013_TRAIN:,} training faces at that rate")
+
+
+def _precision_label(run_dir: Path) -> str:
+    """'bf16 + channels_last', 'fp32': how the run computed (its config.json's execution)."""
+    import json
+
+    execution = json.loads((run_dir / "config.json").read_text())["execution"]
+    return execution["precision"] + (" + channels_last" if execution["channels_last"] else "")
 
 
 if __name__ == "__main__":

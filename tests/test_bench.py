@@ -60,10 +60,10 @@ def test_precision_parity_trains_each_seed_in_both_modes(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                             env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
-    assert "auto - fp32:" in result.stdout and "over 2 seeds" in result.stdout
+    assert "bf16 - fp32:" in result.stdout and "over 2 seeds" in result.stdout
     runs = json.loads(out.read_text())["runs"]
-    assert [(r["seed"], r["mode"]) for r in runs] == [(0, "fp32"), (0, "auto"), (1, "fp32"),
-                                                      (1, "auto")]
+    assert [(r["seed"], r["mode"]) for r in runs] == [(0, "fp32"), (0, "bf16"), (1, "fp32"),
+                                                      (1, "bf16")]
     assert all(0.0 <= r["val_acc"] <= 1.0 and r["train_seconds"] > 0 for r in runs)
 
 

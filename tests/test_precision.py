@@ -85,3 +85,89 @@ def test_native_bf16_flags_and_the_precision_label():
     assert P.native_bf16_flags(SKYLAKE_X) == [] and not P.cpu_has_native_bf16(SKYLAKE_X)
     assert P.resolve_precision("auto", CPU, flags=ZEN5).label == "bf16 + channels_last"
     assert P.resolve_precision("off", CPU, channels_last=False, flags=ZEN5).label == "fp32"
+
+
+def _fake_timer(speeds: dict[str, float], calls: list[str] | None = None):
+    """A StepTimer returning fixed images/s per label, slow on each label's first (warm-up) call."""
+    seen: set[str] = set()
+
+    def timer(p: P.Precision) -> float:
+        if calls is not None:
+            calls.append(p.label)
+        first = p.label not in seen
+        seen.add(p.label)
+        return 1.0 if first else speeds[p.label]
+    return timer
+
+
+def test_cpu_candidates_follow_the_flags_and_the_format_switch():
+    labels = [c.label for c in P.cpu_candidates(True, ZEN5)]
+    assert labels == ["fp32", "fp32 + channels_last", "bf16", "bf16 + channels_last"]
+    assert [c.label for c in P.cpu_candidates(True, SKYLAKE_X)] == ["fp32", "fp32 + channels_last"]
+    assert [c.label for c in P.cpu_candidates(False, ZEN5)] == ["fp32", "bf16"]
+    only = P.resolve_precision("auto", CPU, channels_last=False, flags=SKYLAKE_X,
+                               timer=lambda p: pytest.fail("one candidate needs no timing"))
+    assert only.label == "fp32" and not only.timed
+
+
+def test_auto_on_the_cpu_keeps_the_fastest_timed_candidate(monkeypatch, tmp_path):
+    monkeypatch.setenv("FERKIT_CACHE_DIR", str(tmp_path))
+    # the Xeon without AMX this was found on: bf16 slower than fp32 despite avx512_bf16
+    xeon = {"fp32": 1100, "fp32 + channels_last": 1342, "bf16": 889, "bf16 + channels_last": 899}
+    calls: list[str] = []
+    p = P.resolve_precision("auto", CPU, flags=ZEN5, timer=_fake_timer(xeon, calls))
+    assert (p.dtype, p.channels_last) == (None, True)
+    assert dict(p.timed) == xeon and "1.22x fp32" in p.why
+    assert calls[:4] == calls[4:8] == list(xeon)  # one warm-up round, then interleaved rounds
+    assert len(calls) == 4 * (1 + P.TIMING_ROUNDS)
+    zen5 = {"fp32": 2706, "fp32 + channels_last": 2100, "bf16": 3000, "bf16 + channels_last": 4349}
+    p = P.resolve_precision("auto", CPU, flags=ZEN5, timer=_fake_timer(zen5))
+    assert p.label == "bf16 + channels_last"
+    assert p.to_dict()["timed_images_per_s"] == zen5
+
+
+def test_bf16_must_win_clearly_to_replace_fp32():
+    close = {"fp32": 1000, "fp32 + channels_last": 900, "bf16": 800, "bf16 + channels_last": 1040}
+    assert P.resolve_precision("auto", CPU, flags=ZEN5, timer=_fake_timer(close)).label == "fp32"
+    clear = {**close, "bf16 + channels_last": 1060}
+    chosen = P.resolve_precision("auto", CPU, flags=ZEN5, timer=_fake_timer(clear))
+    assert chosen.label == "bf16 + channels_last"
+
+
+def test_timings_are_cached_per_workload_and_a_bad_cache_is_timed_again(monkeypatch, tmp_path,
+                                                                          caplog):
+    monkeypatch.setenv("FERKIT_CACHE_DIR", str(tmp_path))
+    speeds = {"fp32": 500, "fp32 + channels_last": 700}
+    first = P.resolve_precision("auto", CPU, flags=SKYLAKE_X, timer=_fake_timer(speeds),
+                                workload="model-a batch 128")
+    assert "timed here:" in first.why
+
+    def no_timing(p):
+        raise AssertionError("timed again despite the cache")
+    again = P.resolve_precision("auto", CPU, flags=SKYLAKE_X, timer=no_timing,
+                                workload="model-a batch 128")
+    assert again.label == first.label == "fp32 + channels_last" and "earlier" in again.why
+    other = P.resolve_precision("auto", CPU, flags=SKYLAKE_X,
+                                timer=_fake_timer({"fp32": 900, "fp32 + channels_last": 700}),
+                                workload="model-b batch 128")
+    assert other.label == "fp32"
+    (tmp_path / "precision-timings.json").write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="ferkit.precision"):
+        retimed = P.resolve_precision("auto", CPU, flags=SKYLAKE_X, timer=_fake_timer(speeds),
+                                      workload="model-a batch 128")
+    assert retimed.label == "fp32 + channels_last" and "precision-timings.json" in caplog.text
+
+
+def test_auto_times_the_real_step_without_touching_the_run(monkeypatch, tmp_path):
+    """The first run times the candidates, the second reads the cache: if the timing used the
+    run's random streams or weights, the two runs would differ."""
+    monkeypatch.setenv("FERKIT_CACHE_DIR", str(tmp_path / "cache"))
+    ds = make_face_dataset(n_per_class=16)
+    runs = [train(tiny_config(tmp_path / f"run{i}", amp="auto", epochs=2), ds) for i in (1, 2)]
+    assert [m.val_loss for m in runs[0].history] == [m.val_loss for m in runs[1].history]
+    executions = [json.loads((tmp_path / f"run{i}" / "config.json").read_text())["execution"]
+                  for i in (1, 2)]
+    timed = executions[0]["timed_images_per_s"]
+    assert timed == executions[1]["timed_images_per_s"] and "fp32" in timed
+    assert all(v > 0 for v in timed.values())
+    assert "timed here:" in executions[0]["why"] and "earlier" in executions[1]["why"]

@@ -1,13 +1,14 @@
-"""Training precision and memory format per device, chosen from what the hardware runs natively.
+"""Training precision and memory format per device: on the CPU, chosen by timing the real step.
 
-bf16 autocast pays only where bf16 is computed natively: CUDA GPUs (Ampere on) and CPUs with
-AVX512_BF16 or AMX_BF16 units (ferkit-small: 1.9x fp32 end to end on 2 Xeon cores with AMX;
-see bench/train_throughput.py). On AVX-512 CPUs without those units oneDNN emulates bf16, which is
-slower than fp32, and PyTorch's own checks (`torch.backends.cpu.get_cpu_capability()`,
-`torch.ops.mkldnn._is_mkldnn_bf16_supported()`) say yes on both kinds, so the CPU's own flags
-decide. channels_last follows the precision: it is faster on CUDA and for bf16 on the CPU (1.26x
-on that Xeon); for fp32 on the CPU it was slower than NCHW on a Zen 5 and 1.13x faster on the
-Xeon, so fp32 keeps NCHW, the format no measurement found much worse.
+bf16 autocast pays only where bf16 is computed fast: CUDA GPUs (Ampere on) and some CPUs with
+AVX512_BF16 or AMX_BF16 units (ferkit-small: 1.9x fp32 end to end on 2 Xeon cores with AMX,
+1.6x on a Zen 5). The flags alone do not say it: on 2 cores of an Intel Xeon (Emerald Rapids,
+AVX512_BF16 without AMX in its VM) oneDNN's bf16 convolutions run no faster than fp32 and the bf16
+step is 0.67x the fp32 channels_last one; on AVX-512 CPUs without those units bf16 is emulated
+and slower still. channels_last is no safer a guess: for fp32 it was slower than NCHW on a Zen 5
+and 1.2x faster on both Xeons. So `--amp auto` on the CPU times a few training steps of the
+run's own model in each candidate (bf16 only where the flags promise native units) and keeps the
+fastest, cached per CPU, torch, threads, model and batch under $FERKIT_CACHE_DIR.
 
 Whatever runs, weights and checkpoints stay fp32: autocast changes only how a step computes.
 """
@@ -16,9 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import json
 import logging
+import os
 import platform
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -29,7 +34,15 @@ log = logging.getLogger(__name__)
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# bf16 must beat the fastest fp32 candidate by this share to be chosen: fp32 is exact, and a
+# smaller win is within the noise of a few timed steps.
+BF16_MIN_GAIN = 0.05
+TIMING_ROUNDS = 3  # timed steps per candidate, interleaved, after one warm-up step each
 _CPUINFO = Path("/proc/cpuinfo")
+_TIMINGS_FILE = "precision-timings.json"  # under ferkit.data.cache.cache_dir()
+
+# Images/s of one training step in a given precision (see ferkit.training.step_timing).
+StepTimer = Callable[["Precision"], float]
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,8 @@ class Precision:
     dtype: torch.dtype | None
     channels_last: bool
     why: str  # one short phrase for the run header
+    # --amp auto on the CPU: images/s of each candidate timed, by label (empty: not timed)
+    timed: tuple[tuple[str, float], ...] = ()
 
     @property
     def name(self) -> str:
@@ -56,21 +71,36 @@ class Precision:
         return torch.autocast(device_type=device.type, dtype=self.dtype)
 
     def to_dict(self) -> dict[str, object]:
-        return {"precision": self.name, "channels_last": self.channels_last, "why": self.why}
+        out: dict[str, object] = {"precision": self.name, "channels_last": self.channels_last,
+                                  "why": self.why}
+        if self.timed:
+            out["timed_images_per_s"] = dict(self.timed)
+        return out
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
     """The CPU feature flags of /proc/cpuinfo (empty where there is none: macOS, Windows)."""
+    return frozenset(_cpuinfo_field(("flags", "Features")).split())
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what the platform module says."""
+    return _cpuinfo_field(("model name",)).strip() or platform.processor() or platform.machine()
+
+
+def _cpuinfo_field(keys: tuple[str, ...]) -> str:
+    """The first /proc/cpuinfo line's value for one of `keys` ('' where there is none)."""
     try:
         text = _CPUINFO.read_text(errors="replace")
     except OSError:
-        return frozenset()
+        return ""
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+        if key.strip() in keys:
+            return value
+    return ""
 
 
 def native_bf16_flags(flags: frozenset[str] | None = None) -> list[str]:
@@ -85,10 +115,13 @@ def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
 
 
 def resolve_precision(amp: str, device: torch.device, channels_last: bool = True,
-                      flags: frozenset[str] | None = None) -> Precision:
+                      flags: frozenset[str] | None = None, timer: StepTimer | None = None,
+                      workload: str = "") -> Precision:
     """The precision for --amp auto|bf16|fp16|off on `device`; channels_last=False forbids it.
 
-    auto: bf16 on CUDA (fp16 on GPUs without bf16) and on CPUs with native bf16 units, else fp32.
+    auto: bf16 on CUDA (fp16 on GPUs without bf16). On the CPU with a `timer`, the fastest of
+    cpu_candidates() by timing (cached under `workload`, a key naming the model and batch); without
+    one, the flags' guess: bf16 + channels_last with native bf16 units, else fp32 in NCHW.
     """
     if amp not in AMP_MODES:
         raise ConfigError(f"--amp {amp!r}: expected one of {', '.join(AMP_MODES)}")
@@ -104,9 +137,103 @@ def resolve_precision(amp: str, device: torch.device, channels_last: bool = True
     if amp == "fp16":
         raise ConfigError("--amp fp16 is for CUDA GPUs; on the CPU use --amp bf16 or off")
     native = cpu_has_native_bf16(flags)
+    if amp == "auto" and timer is not None:
+        return timed_choice(cpu_candidates(channels_last, flags), timer, workload)
     if amp == "auto" and not native:
         return Precision(None, False, f"this CPU has no native bf16 ({platform.machine()})")
     if not native:
         log.warning("--amp bf16 on a CPU without native bf16 units: emulated, slower than fp32")
     why = "native bf16 on this CPU" if native else "--amp bf16 (emulated on this CPU)"
     return Precision(torch.bfloat16, channels_last, why)
+
+
+def cpu_candidates(channels_last: bool = True,
+                   flags: frozenset[str] | None = None) -> list[Precision]:
+    """What --amp auto times on the CPU: fp32, and bf16 only with native bf16 units (emulated
+    bf16 is always slower), each in NCHW and (unless forbidden) channels_last."""
+    dtypes = [None, torch.bfloat16] if cpu_has_native_bf16(flags) else [None]
+    formats = [False, True] if channels_last else [False]
+    return [Precision(d, cl, "") for d in dtypes for cl in formats]
+
+
+def timed_choice(candidates: list[Precision], timer: StepTimer, workload: str = "",
+                 rounds: int = TIMING_ROUNDS) -> Precision:
+    """The fastest candidate by `timer` (images/s of a step): one warm-up step each, then
+    `rounds` interleaved timed steps, the best of each counted; bf16 needs BF16_MIN_GAIN over
+    fp32.
+
+    With a `workload` key the result is kept in the cache directory (per CPU, flags, torch and
+    threads too) and reused, so a run times once per machine and model; `timer` is then unused.
+    """
+    if len(candidates) == 1:
+        return replace(candidates[0], why="the only candidate on this CPU")
+    labels = [c.label for c in candidates]
+    key = _timing_key(workload, labels) if workload else ""
+    speeds = _cached_speeds(key, labels)
+    timed_now = speeds is None
+    if speeds is None:
+        speeds = {c.label: 0.0 for c in candidates}
+        for round_ in range(rounds + 1):
+            for c in candidates:
+                images_per_s = timer(c)
+                if round_:  # round 0 warms up (oneDNN builds its kernels on first use)
+                    speeds[c.label] = max(speeds[c.label], images_per_s)
+        if key:
+            _store_speeds(key, speeds)
+    fastest = max(candidates, key=lambda c: speeds[c.label])
+    fp32 = max((c for c in candidates if c.dtype is None), key=lambda c: speeds[c.label])
+    if fastest.dtype is not None and (speeds[fastest.label]
+                                      < (1 + BF16_MIN_GAIN) * speeds[fp32.label]):
+        fastest = fp32
+    ratio = speeds[fastest.label] / speeds[candidates[0].label]
+    why = (f"fastest of {len(candidates)} timed here{'' if timed_now else ' earlier'}: "
+           f"{ratio:.2f}x {candidates[0].label}")
+    log.info("--amp auto on the CPU: %s", ", ".join(
+        f"{label} {speeds[label] / speeds[candidates[0].label]:.2f}x" for label in labels))
+    return replace(fastest, why=why, timed=tuple((label, speeds[label]) for label in labels))
+
+
+def _timing_key(workload: str, labels: list[str]) -> str:
+    machine = [cpu_name(), *native_bf16_flags(), f"torch {torch.__version__}",
+               f"threads {torch.get_num_threads()}", *labels, workload]
+    return hashlib.sha256("|".join(machine).encode()).hexdigest()[:24]
+
+
+def _timings_path() -> Path:
+    from ferkit.data.cache import cache_dir  # the one cache directory of ferkit
+
+    return cache_dir() / _TIMINGS_FILE
+
+
+def _cached_speeds(key: str, labels: list[str]) -> dict[str, float] | None:
+    if not key:
+        return None
+    path = _timings_path()
+    try:
+        entry = json.loads(path.read_text()).get(key)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AttributeError) as exc:
+        log.warning("ignoring the precision timings in %s (%s): timing again", path, exc)
+        return None
+    if not isinstance(entry, dict) or sorted(entry) != sorted(labels):
+        return None
+    return {label: float(entry[label]) for label in labels}
+
+
+def _store_speeds(key: str, speeds: dict[str, float]) -> None:
+    path = _timings_path()
+    try:
+        table = json.loads(path.read_text()) if path.exists() else {}
+        if not isinstance(table, dict):
+            table = {}
+    except (OSError, ValueError):
+        table = {}
+    table[key] = speeds
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(table, indent=1))
+        tmp.replace(path)  # atomic: a concurrent run reads the old table or the new one
+    except OSError as exc:
+        log.warning("could not save the precision timings to %s (%s)", path, exc)

@@ -60,6 +60,7 @@ from ferkit.training.finetune import checkpoint_arch_kwargs
 from ferkit.training.mixing import BatchMix
 from ferkit.training.optim import build_optimizer, build_scheduler
 from ferkit.training.splits import normalization_stats, split_train_val
+from ferkit.training.step_timing import step_timer, workload_key
 
 log = logging.getLogger(__name__)
 
@@ -223,17 +224,17 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
     if config.sync_bn and dist.enabled:
         model = convert_sync_batchnorm(model, device)
     cuda = device.type == "cuda"
-    precision = resolve_precision(config.amp, device, config.channels_last)
+    sampler = EpochSampler(split.train_labels, config.batch_size, config.balance,
+                           config.balance_power, config.seed, device)
+    steps, batch = sampler.steps_per_epoch, sampler.batch_size  # batch: the global batch
+    dist.check_batch(batch)
+    precision = choose_precision(config, device, model, train_x[:batch // dist.world_size], dist)
     channels_last = precision.channels_last
     model = model.to(memory_format=torch.channels_last if channels_last else
                      torch.contiguous_format)
     ema = weight_ema(model, config.ema) if config.ema else None
     augment = BatchAugment(config, fill=mean).to(device)
     mixer = BatchMix(config.mix, config.mix_alpha, config.mix_prob)
-    sampler = EpochSampler(split.train_labels, config.batch_size, config.balance,
-                           config.balance_power, config.seed, device)
-    steps, batch = sampler.steps_per_epoch, sampler.batch_size  # batch: the global batch
-    dist.check_batch(batch)
     optimizer = build_optimizer(model, config, device)
     scheduler = build_scheduler(optimizer, config, config.epochs * steps)
     weight = None
@@ -365,6 +366,21 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
     return TrainResult(run_dir, max(state.best_val_acc, 0.0), state.best_epoch, state.history,
                        time.perf_counter() - t_call, data_seconds, train_seconds, state.stopped,
                        config, stopped_by_callback, teacher_seconds)
+
+
+def choose_precision(config: TrainConfig, device: torch.device, model: nn.Module,
+                     faces: torch.Tensor, dist: Dist | None = None) -> Precision:
+    """--amp resolved for this device; auto on the CPU times the model's step on a batch of
+    `faces` (uint8, one process's batch) in each candidate precision (rank 0 times, every rank
+    takes its choice)."""
+    dist = dist or Dist()
+    timer = workload = None
+    if config.amp == "auto" and device.type == "cpu" and dist.is_main:
+        timer = step_timer(model, faces.float().div(255.0))
+        workload = workload_key(model, len(faces))
+    precision = resolve_precision(config.amp, device, config.channels_last, timer=timer,
+                                  workload=workload or "")
+    return dist.broadcast_object(precision) if dist.enabled else precision
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
