@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("models", nargs="*", default=["ferkit-small", "shallow-cnn", "ferkit-vgg"],
                         help="zoo model names (ferkit-vgg runs at width 32 unless --vgg-width)")
     parser.add_argument("--modes", default="fp32,auto,auto+compile",
-                        help="comma-separated: fp32, auto, auto+compile")
+                        help="comma-separated: fp32, bf16, auto, auto+compile")
     parser.add_argument("--vgg-width", type=int, default=32, help="ferkit-vgg width")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -110,7 +110,7 @@ def main() -> None:
                 config = TrainConfig(model=name, model_kwargs=kwargs, epochs=args.epochs,
                                      batch_size=args.batch_size, device=args.device,
                                      augment=args.augment, ema=args.ema,
-                                     amp="off" if mode == "fp32" else "auto",
+                                     amp=AMP_OF_MODE.get(mode, "auto"),
                                      compile=mode.endswith("+compile"), threads=args.threads,
                                      out=str(Path(tmp) / f"{name}-{mode}"))
                 t0 = time.perf_counter()
@@ -130,6 +130,10 @@ def main() -> None:
                       f"{FER2013_TRAIN / best.images_per_s:>9.1f}"
                       f"{result.history[0].epoch_seconds:>11.1f}{overhead:>12.2f}", flush=True)
     print(f"* seconds per epoch of FER2013's {FER2013_TRAIN:,} training faces at that rate")
+
+
+# --modes: fp32 (--amp off), bf16 (forced: what the CPU flags alone would pick), auto (timed)
+AMP_OF_MODE = {"fp32": "off", "bf16": "bf16"}
 
 
 def _precision_label(run_dir: Path) -> str:

@@ -203,11 +203,12 @@ class Recipe:
     # execution that is part of the recipe (it changes the numbers a run produces)
     seed: int = option(0, panel="Run", help="Seed of the weights, shuffling and augmentation.")
     amp: str = option("auto", panel="Run",  # checked against ferkit.precision.AMP_MODES
-                      help="auto | bf16 | fp16 | off. auto: bf16 on CUDA and on CPUs with "
-                      "native bf16 units (avx512_bf16/amx_bf16), else fp32.")
+                      help="auto | bf16 | fp16 | off. auto: bf16 on CUDA; on the CPU the "
+                      "fastest of fp32 and (with avx512_bf16/amx_bf16 units) bf16, each in both "
+                      "memory formats, timed on the model's own step once per machine.")
     channels_last: bool = option(True, panel="Run",
-                                 help="channels_last memory format where it is faster for the "
-                                 "precision (CUDA; bf16 on the CPU).")
+                                 help="Allow the channels_last memory format (CUDA; on the CPU "
+                                 "where --amp auto times it faster).")
     eval_batch_size: int = option(0, panel="Run", non_negative=True,
                                   help="0 = 1024 on CUDA, 256 on the CPU.")
     sync_bn: bool = option(False, panel="Distributed",
