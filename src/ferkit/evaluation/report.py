@@ -26,6 +26,8 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 # Options that always differ between runs or only say where/how fast a run executed.
 _DIFF_SKIP = ("out", "resume", "threads", "num_workers", "eval_batch_size")
+# Measurements in config.json's execution record, not choices: they differ between any two runs.
+_DIFF_SKIP_PREFIXES = ("execution.timed_images_per_s.", "execution.why")
 
 
 @dataclass
@@ -252,7 +254,7 @@ def config_diff(runs: list[RunRecord]) -> list[tuple[str, list[Any]]]:
         keys += [k for k in f if k not in keys]
     rows = []
     for key in keys:
-        if key in _DIFF_SKIP:
+        if key in _DIFF_SKIP or key.startswith(_DIFF_SKIP_PREFIXES):
             continue
         values = [f.get(key, _MISSING) for f in flat]
         if len({json.dumps(v, sort_keys=True, default=str) if v is not _MISSING else "\0"
