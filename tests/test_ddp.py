@@ -225,3 +225,18 @@ def test_distributed_options_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="--dist-timeout must be positive"):
         TrainConfig(dist_timeout=0).validated()
     assert TrainConfig(sync_bn=True).validated().sync_bn
+
+
+def test_amp_auto_is_timed_on_rank_0_and_every_rank_trains_in_its_choice(work):
+    """--amp auto with --sync-bn on two processes: rank 0 alone times the candidates (before
+    the global BatchNorm, whose collectives would wait for rank 1) and broadcasts the choice."""
+    common = ["auto" if a == "off" else a for a in COMMON]
+    cmd = [sys.executable, "-m", "ferkit", "train", "--nproc", "2", "--data", "fer2013.csv",
+           *common, "--epochs", "1", "--sync-bn", "--out", "runs/auto"]
+    res = subprocess.run(cmd, cwd=work, env=_env(work), capture_output=True, text=True,
+                         timeout=TIMEOUT_S)
+    assert res.returncode == 0, res.stdout + res.stderr
+    execution = json.loads((work / "runs" / "auto" / "config.json").read_text())["execution"]
+    assert execution["world_size"] == 2
+    assert "fp32" in execution["timed_images_per_s"]  # fp32 NCHW is always a candidate
+    assert "timed here" in execution["why"]

@@ -221,8 +221,6 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
 
     # ---- model, optimizer, schedule, loss ----
     model = normalized(_create_model(config), mean, std).to(device)
-    if config.sync_bn and dist.enabled:
-        model = convert_sync_batchnorm(model, device)
     cuda = device.type == "cuda"
     sampler = EpochSampler(split.train_labels, config.batch_size, config.balance,
                            config.balance_power, config.seed, device)
@@ -232,6 +230,8 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
     channels_last = precision.channels_last
     model = model.to(memory_format=torch.channels_last if channels_last else
                      torch.contiguous_format)
+    if config.sync_bn and dist.enabled:  # after the timing, which runs on rank 0 alone
+        model = convert_sync_batchnorm(model, device)
     ema = weight_ema(model, config.ema) if config.ema else None
     augment = BatchAugment(config, fill=mean).to(device)
     mixer = BatchMix(config.mix, config.mix_alpha, config.mix_prob)
