@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 FER2013_TRAIN = 28_709
+# --modes: fp32 (--amp off), bf16 (forced: what the CPU flags alone would pick), auto (timed)
+AMP_OF_MODE = {"fp32": "off", "bf16": "bf16"}
 
 
 def synthetic_dataset(n: int, seed: int = 0):
@@ -132,16 +134,14 @@ def main() -> None:
     print(f"* seconds per epoch of FER2013's {FER2013_TRAIN:,} training faces at that rate")
 
 
-# --modes: fp32 (--amp off), bf16 (forced: what the CPU flags alone would pick), auto (timed)
-AMP_OF_MODE = {"fp32": "off", "bf16": "bf16"}
-
-
 def _precision_label(run_dir: Path) -> str:
     """'bf16 + channels_last', 'fp32': how the run computed (its config.json's execution)."""
     import json
 
+    from ferkit.precision import precision_label
+
     execution = json.loads((run_dir / "config.json").read_text())["execution"]
-    return execution["precision"] + (" + channels_last" if execution["channels_last"] else "")
+    return precision_label(execution["precision"], execution["channels_last"])
 
 
 if __name__ == "__main__":

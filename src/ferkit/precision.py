@@ -62,7 +62,7 @@ class Precision:
     @property
     def label(self) -> str:
         """'bf16 + channels_last', 'fp32': how the benches print a precision."""
-        return self.name + (" + channels_last" if self.channels_last else "")
+        return precision_label(self.name, self.channels_last)
 
     def autocast(self, device: torch.device):
         """The autocast context for one forward pass (a no-op for fp32)."""
@@ -76,6 +76,11 @@ class Precision:
         if self.timed:
             out["timed_images_per_s"] = dict(self.timed)
         return out
+
+
+def precision_label(name: str, channels_last: bool) -> str:
+    """'bf16 + channels_last' from a precision's name and format (e.g. a config.json record)."""
+    return name + (" + channels_last" if channels_last else "")
 
 
 @functools.lru_cache(maxsize=1)
@@ -169,7 +174,8 @@ def timed_choice(candidates: list[Precision], timer: StepTimer, workload: str = 
         return replace(candidates[0], why="the only candidate on this CPU")
     labels = [c.label for c in candidates]
     key = _timing_key(workload, labels) if workload else ""
-    speeds = _cached_speeds(key, labels)
+    table = _read_timings() if key else {}
+    speeds = _speeds_of(table.get(key), labels)
     timed_now = speeds is None
     if speeds is None:
         speeds = {c.label: 0.0 for c in candidates}
@@ -179,7 +185,7 @@ def timed_choice(candidates: list[Precision], timer: StepTimer, workload: str = 
                 if round_:  # round 0 warms up (oneDNN builds its kernels on first use)
                     speeds[c.label] = max(speeds[c.label], images_per_s)
         if key:
-            _store_speeds(key, speeds)
+            _write_timings({**table, key: speeds})
     fastest = max(candidates, key=lambda c: speeds[c.label])
     fp32 = max((c for c in candidates if c.dtype is None), key=lambda c: speeds[c.label])
     if fastest.dtype is not None and (speeds[fastest.label]
@@ -205,31 +211,31 @@ def _timings_path() -> Path:
     return cache_dir() / _TIMINGS_FILE
 
 
-def _cached_speeds(key: str, labels: list[str]) -> dict[str, float] | None:
-    if not key:
-        return None
+def _read_timings() -> dict[str, object]:
+    """The cached timings table ({} when there is none, or it cannot be read: timed again)."""
     path = _timings_path()
     try:
-        entry = json.loads(path.read_text()).get(key)
+        table = json.loads(path.read_text())
     except FileNotFoundError:
-        return None
-    except (OSError, ValueError, AttributeError) as exc:
+        return {}
+    except (OSError, ValueError) as exc:
         log.warning("ignoring the precision timings in %s (%s): timing again", path, exc)
-        return None
+        return {}
+    if not isinstance(table, dict):
+        log.warning("ignoring the precision timings in %s (not a table): timing again", path)
+        return {}
+    return table
+
+
+def _speeds_of(entry: object, labels: list[str]) -> dict[str, float] | None:
+    """A cached entry's images/s by label, if it covers exactly these candidates."""
     if not isinstance(entry, dict) or sorted(entry) != sorted(labels):
         return None
     return {label: float(entry[label]) for label in labels}
 
 
-def _store_speeds(key: str, speeds: dict[str, float]) -> None:
+def _write_timings(table: dict[str, object]) -> None:
     path = _timings_path()
-    try:
-        table = json.loads(path.read_text()) if path.exists() else {}
-        if not isinstance(table, dict):
-            table = {}
-    except (OSError, ValueError):
-        table = {}
-    table[key] = speeds
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")

@@ -374,13 +374,13 @@ def choose_precision(config: TrainConfig, device: torch.device, model: nn.Module
     `faces` (uint8, one process's batch) in each candidate precision (rank 0 times, every rank
     takes its choice)."""
     dist = dist or Dist()
-    timer = workload = None
+    timer, workload = None, ""
     if config.amp == "auto" and device.type == "cpu" and dist.is_main:
         timer = step_timer(model, faces.float().div(255.0))
         workload = workload_key(model, len(faces))
     precision = resolve_precision(config.amp, device, config.channels_last, timer=timer,
-                                  workload=workload or "")
-    return dist.broadcast_object(precision) if dist.enabled else precision
+                                  workload=workload)
+    return dist.broadcast_object(precision)  # rank 0's choice (itself when not distributed)
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
