@@ -77,6 +77,8 @@ def test_config_file_with_overrides(cli_run, csv_path, tmp_path):
     (["--device", "tpu"], ConfigError),
     (["--balance", "smote"], ConfigError),
     (["--model-arg", "oops"], ConfigError),
+    (["--model", "ferkit-small", "--model-arg", "head=dense"], ModelError),
+    (["--model", "ferkit-small", "--model-arg", "depth=3"], ModelError),
 ])
 def test_bad_options_fail_clearly(csv_path, tmp_path, args, error):
     result = runner.invoke(app, ["train", "--data", str(csv_path), "--out", str(tmp_path / "r"),

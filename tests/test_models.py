@@ -127,7 +127,9 @@ def test_ferkit_small_fits_the_default_model_budget():
 
 
 @pytest.mark.parametrize("name,kwargs", [(n, {}) for n in ALL] + [
-    ("ferkit-small", {"width": 16}), ("ferkit-vgg", {"width": 8, "convs_per_stage": 1}),
+    ("ferkit-small", {"width": 16}), ("ferkit-small", {"width": 8, "head": "flatten",
+                                                        "stem_convs": 2}),
+    ("ferkit-vgg", {"width": 8, "convs_per_stage": 1}),
 ])
 def test_checkpoint_round_trip(tmp_path, name, kwargs):
     torch.manual_seed(0)
@@ -147,6 +149,18 @@ def test_checkpoint_round_trip(tmp_path, name, kwargs):
     assert not rebuilt.training
     with torch.inference_mode():
         torch.testing.assert_close(rebuilt(pixels), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ferkit_small_heads_and_stem():
+    gap, flat = create_model("ferkit-small", width=8), create_model("ferkit-small", width=8,
+                                                                    head="flatten")
+    assert count_parameters(flat) - count_parameters(gap) == 8 * 8 * 7 * 8  # 9 cells, not 1
+    deeper = create_model("ferkit-small", width=8, stem_convs=3)
+    assert count_parameters(deeper) - count_parameters(gap) == 2 * (8 * 8 * 9 + 2 * 8)
+    for kwargs, words in [({"head": "dense"}, "head must be one of"),
+                          ({"stem_convs": 0}, "stem_convs must be at least 1")]:
+        with pytest.raises(ValueError, match=words):
+            create_model("ferkit-small", **kwargs)
 
 
 def test_unknown_model_names_the_known_ones():

@@ -478,7 +478,7 @@ def _load_dataset(path: str) -> FaceDataset:
 def _create_model(config: TrainConfig) -> nn.Module:
     try:
         return create_model(config.model, num_classes=NUM_CLASSES, **config.model_kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # an unknown argument, or a value it refuses
         raise ModelError(f"model {config.model!r}: bad model_kwargs {config.model_kwargs}: {exc}"
                          ) from exc
 

@@ -19,20 +19,35 @@ from torch import nn
 from ferkit.models.layers import conv_bn_relu, init_weights
 from ferkit.models.registry import register_model
 
+HEADS = ("gap", "flatten")
+
 
 class FerkitSmall(nn.Module):
-    def __init__(self, num_classes: int = 7, width: int = 24, dropout: float = 0.3) -> None:
+    """head: "gap" averages the last 3x3 map; "flatten" keeps where on the face each feature
+    fired (9x the head's weights, no measurable cost). stem_convs: 3x3 convs at 24x24."""
+
+    def __init__(self, num_classes: int = 7, width: int = 24, dropout: float = 0.3,
+                 head: str = "gap", stem_convs: int = 1) -> None:
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"ferkit-small: head must be one of {HEADS}, not {head!r}")
+        if stem_convs < 1:
+            raise ValueError(f"ferkit-small: stem_convs must be at least 1, not {stem_convs}")
         w = width
+        stem = conv_bn_relu(4, w)
+        for _ in range(stem_convs - 1):
+            stem += conv_bn_relu(w, w)
         self.features = nn.Sequential(
             nn.PixelUnshuffle(2),                                    # 4 x 24 x 24
-            *conv_bn_relu(4, w), nn.MaxPool2d(2),                    # w x 12 x 12
+            *stem, nn.MaxPool2d(2),                                  # w x 12 x 12
             *conv_bn_relu(w, 2 * w), *conv_bn_relu(2 * w, 2 * w), nn.MaxPool2d(2),  # 6 x 6
             *conv_bn_relu(2 * w, 4 * w), *conv_bn_relu(4 * w, 4 * w), nn.MaxPool2d(2),  # 3 x 3
             *conv_bn_relu(4 * w, 8 * w), *conv_bn_relu(8 * w, 8 * w),
         )
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
-                                  nn.Linear(8 * w, num_classes))
+        pool, features = ((nn.AdaptiveAvgPool2d(1), 8 * w) if head == "gap"
+                          else (nn.Identity(), 8 * w * 3 * 3))
+        self.head = nn.Sequential(pool, nn.Flatten(), nn.Dropout(dropout),
+                                  nn.Linear(features, num_classes))
         init_weights(self)
         self.to(memory_format=torch.channels_last)
 
@@ -41,6 +56,7 @@ class FerkitSmall(nn.Module):
 
 
 @register_model("ferkit-small")
-def ferkit_small(num_classes: int = 7, width: int = 24, dropout: float = 0.3) -> nn.Module:
+def ferkit_small(num_classes: int = 7, width: int = 24, dropout: float = 0.3, head: str = "gap",
+                 stem_convs: int = 1) -> nn.Module:
     """Compact CPU-fast VGG (space-to-depth stem, 3x3 conv pairs 48-96-192 at width 24, GAP)."""
-    return FerkitSmall(num_classes, width, dropout)
+    return FerkitSmall(num_classes, width, dropout, head, stem_convs)
