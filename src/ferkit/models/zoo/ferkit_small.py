@@ -9,6 +9,10 @@ Design, measured with bench/zoo_speed.py on a 2-core AVX2 machine (PyTorch CPU, 
   a third of the FLOPs, runs at a third of the speed);
 - weights kept in channels_last, which oneDNN runs ~1.4x faster than NCHW on CPU (the 1-channel
   input needs no conversion; the state dict is the same).
+
+Two variants, kept as options so the README's holdout comparison can be repeated, neither of
+which beat the default at width 32 over 60 epochs (results/arch-holdout-cpu.json): a flattened
+head that keeps where on the face each feature fired, and a second 3x3 conv at 24x24.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ HEADS = ("gap", "flatten")
 
 
 class FerkitSmall(nn.Module):
-    """head: "gap" averages the last 3x3 map; "flatten" keeps where on the face each feature
-    fired (9x the head's weights, no measurable cost). stem_convs: 3x3 convs at 24x24."""
+    """head: "gap" averages the last 3x3 map; "flatten" keeps the 9 cells (9x the head's
+    weights, no measurable cost in speed). stem_convs: 3x3 convs at 24x24 (each one adds
+    about 15% to a training step)."""
 
     def __init__(self, num_classes: int = 7, width: int = 24, dropout: float = 0.3,
                  head: str = "gap", stem_convs: int = 1) -> None:
