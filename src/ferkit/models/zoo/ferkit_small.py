@@ -10,9 +10,9 @@ Design, measured with bench/zoo_speed.py on a 2-core AVX2 machine (PyTorch CPU, 
 - weights kept in channels_last, which oneDNN runs ~1.4x faster than NCHW on CPU (the 1-channel
   input needs no conversion; the state dict is the same).
 
-Two variants, kept as options so the README's holdout comparison can be repeated, neither of
-which beat the default at width 32 over 60 epochs (results/arch-holdout-cpu.json): a flattened
-head that keeps where on the face each feature fired, and a second 3x3 conv at 24x24.
+Two variants, kept as options so the README's holdout comparison can be repeated; neither beat
+the default beyond seed noise at width 32 over 60 epochs (results/arch-holdout-cpu.json): a
+flattened head that keeps where on the face each feature fired, and a second 3x3 conv at 24x24.
 """
 
 from __future__ import annotations
