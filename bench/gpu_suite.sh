@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# One prepared command for a GPU session (they are rare and short: about 10 minutes of GPU
-# time in all): the zoo table under a GPU budget, then the strongest recipe, each writing the
-# same result JSON as the CPU runs with the device recorded. Logs and JSON go to $OUT (the
-# device tool's output folder) or results/.
+# Prepared commands for a GPU session (rare, and then about 15 minutes of device time in all,
+# the machine's start included, at most 10 minutes a command). First the bundled-model pipeline,
+# then, if time is left, the zoo table; each writes result JSON with the device recorded, and
+# logs, to $OUT (the device tool's output folder) or results/.
 #
-#   bash bench/gpu_suite.sh                  # on the GPU machine, data in .carry/fer2013.zip
-#   bash bench/gpu_suite.sh --tiny           # anywhere, CPU, synthetic data, about a minute
+#   bash bench/gpu_prepare.sh          # here, first: .carry/ gets the data and Kornia
+#   bash bench/gpu_suite.sh            # there (device run, carry [".carry"], timeout_s 600):
+#                                      # teacher, student, bundle (about 8 min)
+#   bash bench/gpu_suite.sh zoo        # there, if time is left: the zoo table (5 min)
+#   bash bench/gpu_suite.sh --tiny     # anywhere, CPU, synthetic data: both, about a minute
 #
 # PYTHON (default python3) and DATA (default .carry/fer2013.zip) can be set in the environment.
 set -euo pipefail
@@ -13,17 +16,29 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 out=${OUT:-results}
+stage=${1:-bundle}
+case "$stage" in
+  bundle | zoo | --tiny) ;;
+  *) echo "usage: bash bench/gpu_suite.sh [bundle | zoo | --tiny]" >&2; exit 2 ;;
+esac
 mkdir -p "$out"
-if [[ "${1:-}" == "--tiny" ]]; then
+if [[ "$stage" == "--tiny" ]]; then
+  "$py" bench/distill_pipeline.py --tiny --out "$out/distill-tiny" | tee "$out/distill-tiny.log"
   "$py" bench/zoo_table.py --tiny --device cpu --out "$out/zoo-tiny.json" | tee "$out/zoo-tiny.log"
   exit 0
 fi
+if ! "$py" -c "import kornia" 2> /dev/null; then  # the GPU image has none: gpu_prepare.sh's
+  mkdir -p /tmp/ferkit-site
+  tar xJf .carry/site-py312.tar.xz -C /tmp/ferkit-site
+  export PYTHONPATH=$PYTHONPATH:/tmp/ferkit-site
+fi
 data=${DATA:-.carry/fer2013.zip}
 "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU here')"
-# zoo: every entry at most 60 epochs or 20 s of training, one seed each (about 5 minutes)
-"$py" bench/zoo_table.py --data "$data" --device cuda --epochs 60 --minutes 0.33 --seeds 1 \
-  --batch-size 256 --out "$out/zoo-gpu.json" 2>&1 | tee "$out/zoo-gpu.log"
-# the strongest recipe: ferkit-vgg at width 64, 100 epochs (about 4 minutes on an H200)
-"$py" -m ferkit train --data "$data" --model ferkit-vgg --epochs 100 --batch-size 256 \
-  --ema 0.999 --device cuda --json --out "$out/ferkit-vgg-100" > "$out/ferkit-vgg-100.json" \
-  2> "$out/ferkit-vgg-100.log"
+case "$stage" in
+  bundle)  # ferkit-vgg width 64 (4 min), then ferkit-small width 32 distilled from it (2.5 min)
+    "$py" bench/distill_pipeline.py --data "$data" --device cuda --out "$out" 2>&1 \
+      | tee "$out/distill-gpu.log" ;;
+  zoo)  # every entry at most 60 epochs or 20 s of training, one seed each
+    "$py" bench/zoo_table.py --data "$data" --device cuda --epochs 60 --minutes 0.33 --seeds 1 \
+      --batch-size 256 --out "$out/zoo-gpu.json" 2>&1 | tee "$out/zoo-gpu.log" ;;
+esac

@@ -52,8 +52,10 @@ ENTRIES: list[tuple[str, dict, str]] = [
 TINY_ENTRIES = ("shallow-cnn", "ferkit-small")
 
 
-def probe_seconds_per_epoch(name: str, kwargs: dict, dataset, args, tmp: Path) -> float:
-    """Seconds per epoch of the full training set, from a short run on a slice of it."""
+def probe_seconds_per_epoch(name: str, kwargs: dict, dataset, args, tmp: Path, **recipe
+                            ) -> float:
+    """Seconds per epoch of the full training set, from a short run on a slice of it (`recipe`:
+    more TrainConfig fields, e.g. a teacher, whose cost counts too)."""
     from ferkit.training.config import TrainConfig
     from ferkit.training.trainer import train
 
@@ -61,7 +63,7 @@ def probe_seconds_per_epoch(name: str, kwargs: dict, dataset, args, tmp: Path) -
     limit = min(n_train, 40 * args.batch_size)
     config = TrainConfig(model=name, model_kwargs=kwargs, epochs=2, limit=limit,
                          batch_size=args.batch_size, device=args.device, threads=args.threads,
-                         out=str(tmp / f"probe-{name}"))
+                         out=str(tmp / f"probe-{name}"), **recipe)
     history = train(config, dataset).history
     rate = max(h.images_per_s for h in history)
     return n_train / rate

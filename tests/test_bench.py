@@ -11,21 +11,39 @@ from pathlib import Path
 
 from synth import make_csv_dataset
 
+from ferkit.models.checkpoint import load_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_suite_tiny_writes_the_zoo_json_and_table(tmp_path):
+def test_gpu_suite_tiny_bundles_a_distilled_student_and_writes_the_zoo_json(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable,
            "FERKIT_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(["bash", str(ROOT / "bench/gpu_suite.sh"), "--tiny"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "distill-tiny" / "distill.json").read_text())
+    assert (report["teacher"]["model"], report["student"]["model"]) == ("ferkit-vgg",
+                                                                        "ferkit-small")
+    for stage in (report["teacher"], report["student"]):
+        assert stage["epochs"] == 1 and 0.0 <= stage["accuracy"] <= 1.0
+    bundled = load_checkpoint(tmp_path / "distill-tiny" / "default.pt")
+    assert bundled["arch"] == "ferkit-small" and "optimizer" not in bundled
+    assert bundled["teacher"]["path"].endswith("last.pt")  # the teacher's last epoch, not its best
+    assert "ferkit train --model ferkit-small" in bundled["provenance"]["command"]
     table = json.loads((tmp_path / "zoo-tiny.json").read_text())
     assert set(table["entries"]) == {"shallow-cnn", "ferkit-small"}
     for entry in table["entries"].values():
         assert 0.0 <= entry["accuracy"]["mean"] <= 1.0 and entry["epochs"] == 1
         assert entry["params"] > 0 and entry["runs"][0]["train_seconds"] > 0
     assert "| shallow-cnn |" in proc.stdout and "PublicTest" in proc.stdout
+
+
+def test_gpu_suite_refuses_an_unknown_stage(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(ROOT / "bench/gpu_suite.sh"), "zooo"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "usage: bash bench/gpu_suite.sh" in proc.stderr
 
 
 def test_time_to_accuracy_reports_every_target_over_seeds(tmp_path):
