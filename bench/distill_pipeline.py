@@ -13,8 +13,10 @@ epoch would take it past its minutes (then the epochs that fit: the JSON says so
 defaults otherwise (SGD one-cycle lr 0.05, batch 128, label smoothing 0.1, the default
 augmentation), EMA 0.999, live distillation (weight 0.7, T 4), all of Training. Both are
 evaluated on the val split (PublicTest) from their last epoch, without and with flip TTA. The
-student is written as a bundled model (scripts/bundle_model.py) to OUT/default.pt and the figures
-to OUT/distill.json; copy the first to src/ferkit/weights/ only after reading the second.
+student is written as a bundled model (scripts/bundle_model.py) to OUT/default.pt, the figures
+to OUT/distill.json (after each stage); copy the first to src/ferkit/weights/ only after reading
+the second. The teacher comes back too, in fp16 (OUT/teacher.pt, 9 MB; the device tool returns
+files up to 16 MiB): a CPU session can distil from it with `--distill-targets fixed`.
 """
 
 from __future__ import annotations
@@ -68,13 +70,17 @@ def train_stage(name: str, kwargs: dict, minutes: float, dataset, args, out: Pat
             "accuracy": acc["none"], "accuracy_flip": acc["flip"]}
 
 
-def bundle(run_dir: Path, path: Path, command: str, device: str) -> None:
+def bundle(run_dir: Path, path: Path, command: str, device: str, *extra: str) -> None:
     """scripts/bundle_model.py: the last epoch without optimizer state, with its provenance."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"),
                                                         os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, str(ROOT / "scripts" / "bundle_model.py"), str(run_dir),
-                    "--command", command, "--device", device, "--out", str(path)],
+                    "--command", command, "--device", device, "--out", str(path), *extra],
                    check=True, env=env)
+
+
+def write(report: dict, out: Path) -> None:
+    (out / "distill.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 def main() -> None:
@@ -118,6 +124,10 @@ def main() -> None:
         runs = Path(tmp_name)
         report["teacher"] = train_stage(*teacher, args.teacher_minutes, dataset, args,
                                         runs / "teacher")
+        write(report, args.out)
+        bundle(runs / "teacher", args.out / "teacher.pt", "ferkit train --model "
+               f"{teacher[0]} --model-arg width={teacher[1]['width']} --epochs "
+               f"{report['teacher']['epochs']} --ema 0.999", report["device"], "--half")
         report["student"] = train_stage(*student, args.student_minutes, dataset, args,
                                         runs / "student", teacher=str(runs / "teacher" / "last.pt"))
         command = (f"bench/distill_pipeline.py --epochs {args.epochs} --teacher-minutes "
@@ -129,7 +139,7 @@ def main() -> None:
     report["bundled"] = {"path": "default.pt",
                          "bytes": (args.out / "default.pt").stat().st_size}
     report["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    (args.out / "distill.json").write_text(json.dumps(report, indent=2) + "\n")
+    write(report, args.out)
     print(f"wrote {args.out / 'distill.json'} and {args.out / 'default.pt'} "
           f"({report['wall_seconds']:.0f} s in all)")
 

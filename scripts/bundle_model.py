@@ -25,11 +25,16 @@ def main() -> None:
     parser.add_argument("--command", required=True, help="the ferkit train command that ran")
     parser.add_argument("--device", required=True, help="what it ran on")
     parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--half", action="store_true",
+                        help="store the weights in fp16 (half the file; they load into fp32)")
     args = parser.parse_args()
     ckpt = load_checkpoint(args.run_dir / "last.pt")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     bundled = {k: ckpt[k] for k in KEEP if k in ckpt}
+    if args.half:
+        bundled["state_dict"] = {k: v.half() if v.is_floating_point() else v
+                                 for k, v in bundled["state_dict"].items()}
     bundled["provenance"] = {"command": args.command, "device": args.device, "commit": commit,
                              "date": date.today().isoformat(), "run": args.run_dir.name}
     save_checkpoint(args.out, bundled)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from synth import make_csv_dataset
 
 from ferkit.models.checkpoint import load_checkpoint
@@ -31,6 +32,10 @@ def test_gpu_suite_tiny_bundles_a_distilled_student_and_writes_the_zoo_json(tmp_
     assert bundled["arch"] == "ferkit-small" and "optimizer" not in bundled
     assert bundled["teacher"]["path"].endswith("last.pt")  # the teacher's last epoch, not its best
     assert "ferkit train --model ferkit-small" in bundled["provenance"]["command"]
+    teacher = load_checkpoint(tmp_path / "distill-tiny" / "teacher.pt")  # for a CPU session
+    assert teacher["arch"] == "ferkit-vgg"
+    assert {v.dtype for v in teacher["state_dict"].values() if v.is_floating_point()} == {
+        torch.float16}
     table = json.loads((tmp_path / "zoo-tiny.json").read_text())
     assert set(table["entries"]) == {"shallow-cnn", "ferkit-small"}
     for entry in table["entries"].values():
