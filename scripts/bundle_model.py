@@ -29,8 +29,11 @@ def main() -> None:
                         help="store the weights in fp16 (half the file; they load into fp32)")
     args = parser.parse_args()
     ckpt = load_checkpoint(args.run_dir / "last.pt")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    try:  # "" where the tree is no git checkout or git is missing (a GPU machine's copy)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = ""
     bundled = {k: ckpt[k] for k in KEEP if k in ckpt}
     if args.half:
         bundled["state_dict"] = {k: v.half() if v.is_floating_point() else v
