@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 from train_throughput import describe_device, synthetic_dataset  # bench/ is on sys.path
-from zoo_table import probe_seconds_per_epoch
+from zoo_table import probe_seconds_per_epoch, run_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ("ferkit-vgg", {"width": 64})
@@ -45,35 +45,22 @@ TINY_WIDTH = 8
 def train_stage(name: str, kwargs: dict, minutes: float, dataset, args, out: Path,
                 **recipe) -> dict:
     """Probe, then train `name` for the epochs that fit `minutes`; evaluate its last epoch."""
-    from ferkit.evaluation.evaluate import evaluate
-    from ferkit.models.predictor import Predictor
-    from ferkit.training.config import TrainConfig
-    from ferkit.training.trainer import train
-
     s_per_epoch = probe_seconds_per_epoch(name, kwargs, dataset, args, out.parent, **recipe)
     epochs = max(1, min(args.epochs, math.floor(minutes * 60 / s_per_epoch)))
     print(f"{name} {kwargs}: {s_per_epoch:.1f} s/epoch -> {epochs} epochs", flush=True)
-    config = TrainConfig(model=name, model_kwargs=kwargs, epochs=epochs, seed=args.seed,
-                         batch_size=args.batch_size, ema=0.999, device=args.device,
-                         threads=args.threads, out=str(out), **recipe)
-    result = train(config, dataset)
-    predictor = Predictor.load(result.run_dir / "last.pt", device=args.device)
-    acc = {tta: evaluate(predictor, dataset, split="val", tta=tta).accuracy
-           for tta in ("none", "flip")}
-    print(f"{name}: PublicTest {acc['none']:.2%} ({acc['flip']:.2%} with flip), "
-          f"{result.train_seconds:.0f} s of training", flush=True)
-    return {"model": name, "model_kwargs": kwargs, "epochs": epochs,
+    run = run_entry(name, kwargs, args.seed, epochs, dataset, args, out, **recipe)
+    print(f"{name}: PublicTest {run['accuracy']:.2%} ({run['accuracy_flip']:.2%} with flip), "
+          f"{run['train_seconds']:.0f} s of training", flush=True)
+    return {"model": name, "model_kwargs": kwargs,
             "budget": f"{args.epochs} epochs or {minutes:g} min",
             "budget_limited": epochs < args.epochs, "seconds_per_epoch": round(s_per_epoch, 2),
-            "train_seconds": round(result.train_seconds, 1),
-            "train_accuracy": result.history[-1].train_acc,
-            "accuracy": acc["none"], "accuracy_flip": acc["flip"]}
+            **run}
 
 
 def bundle(run_dir: Path, path: Path, command: str, device: str, *extra: str) -> None:
     """scripts/bundle_model.py: the last epoch without optimizer state, with its provenance."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    path_entries = [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path_entries))}
     subprocess.run([sys.executable, str(ROOT / "scripts" / "bundle_model.py"), str(run_dir),
                     "--command", command, "--device", device, "--out", str(path), *extra],
                    check=True, env=env)

@@ -69,8 +69,10 @@ def probe_seconds_per_epoch(name: str, kwargs: dict, dataset, args, tmp: Path, *
     return n_train / rate
 
 
-def run_entry(name: str, kwargs: dict, seed: int, epochs: int, dataset, args, runs: Path
-              ) -> dict:
+def run_entry(name: str, kwargs: dict, seed: int, epochs: int, dataset, args, out: Path,
+              **recipe) -> dict:
+    """Train with the table's recipe (plus `recipe`: more TrainConfig fields) into `out`, then
+    evaluate the last epoch on the val split without and with flip TTA."""
     from ferkit.evaluation.evaluate import evaluate
     from ferkit.models.predictor import Predictor
     from ferkit.training.config import TrainConfig
@@ -78,9 +80,7 @@ def run_entry(name: str, kwargs: dict, seed: int, epochs: int, dataset, args, ru
 
     config = TrainConfig(model=name, model_kwargs=kwargs, epochs=epochs, seed=seed,
                          batch_size=args.batch_size, ema=0.999, device=args.device,
-                         threads=args.threads,
-                         out=str(runs / (name + "".join(f"-{k}={v}" for k, v in kwargs.items()))
-                                 / f"seed{seed}"))
+                         threads=args.threads, out=str(out), **recipe)
     t0 = time.perf_counter()
     result = train(config, dataset)
     wall = time.perf_counter() - t0
@@ -173,7 +173,8 @@ def main() -> None:
             seeds = args.seeds if (info.get("mflops") or 0) < args.cheap_mflops else 1
             print(f"{key}: {s_per_epoch:.1f} s/epoch -> {epochs} epochs x {seeds} seed(s)",
                   flush=True)
-            runs = [run_entry(name, kwargs, seed, epochs, dataset, args, runs_dir)
+            entry_dir = runs_dir / (name + "".join(f"-{k}={v}" for k, v in kwargs.items()))
+            runs = [run_entry(name, kwargs, seed, epochs, dataset, args, entry_dir / f"seed{seed}")
                     for seed in range(seeds)]
             table["entries"][key] = {
                 "params": info.get("params"), "mflops": info.get("mflops"),
