@@ -91,8 +91,8 @@ class _Killed(Exception):
 @pytest.mark.parametrize("options", [
     {},
     {"ema": 0.9, "balance": "oversample", "schedule": "cosine", "augment": "strong",
-     "grad_clip": 1.0, "optimizer": "adamw", "lr": 3e-3, "mix": "cutmix"},
-], ids=["default", "ema-oversample-cosine-adamw-cutmix"])
+     "grad_clip": 1.0, "optimizer": "adamw", "lr": 3e-3, "mix": "cutmix", "sam": 0.05},
+], ids=["default", "ema-oversample-cosine-adamw-cutmix-sam"])
 def test_resume_ends_exactly_like_an_uninterrupted_run(tmp_path, dataset, options):
     full = train(tiny_config(tmp_path / "full", epochs=3, **options), dataset)
 
@@ -222,7 +222,8 @@ def test_missing_cuda_is_an_error(tmp_path, dataset):
 @pytest.mark.parametrize("field,value", [("epochs", 0), ("epochs", -3), ("batch_size", 0),
                                          ("lr", -1.0), ("optimizer", "adam"),
                                          ("schedule", "step"), ("balance", "smote"),
-                                         ("augment", "max"), ("holdout", 1.5), ("ema", 1.0)])
+                                         ("augment", "max"), ("holdout", 1.5), ("ema", 1.0),
+                                         ("sam", -0.1)])
 def test_bad_options_are_config_errors(tmp_path, dataset, field, value):
     with pytest.raises(ConfigError):
         train(tiny_config(tmp_path / "x", **{field: value}), dataset)

@@ -144,6 +144,10 @@ class Recipe:
                                     help="Label smoothing of the cross-entropy loss.")
     grad_clip: float = option(0.0, panel="Optimisation", bounds=(0, math.inf),
                               help="Max gradient norm (0 = off).")
+    sam: float = option(0.0, panel="Optimisation", bounds=(0, 10),
+                        help="Sharpness-aware minimization radius rho, e.g. 0.05 (0 = off): "
+                        "each step takes the gradient at the worst nearby weights; twice the "
+                        "compute per step.")
     ema: float = option(0.0, panel="Optimisation",
                         help="EMA decay of the weights, e.g. 0.999 (0 = off), warmed up over the "
                         "first updates; the EMA model is evaluated and saved.")

@@ -57,8 +57,9 @@ from ferkit.training.distill import Teacher, distill_loss
 from ferkit.training.distributed import Dist, convert_sync_batchnorm, session
 from ferkit.training.ema import weight_ema
 from ferkit.training.finetune import checkpoint_arch_kwargs
-from ferkit.training.mixing import BatchMix
+from ferkit.training.mixing import BatchMix, Mix
 from ferkit.training.optim import build_optimizer, build_scheduler
+from ferkit.training.sam import SharpnessAware, frozen_bn_statistics
 from ferkit.training.splits import normalization_stats, split_train_val
 from ferkit.training.step_timing import step_timer, workload_key
 
@@ -250,6 +251,7 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
         fixed_targets = teacher.fixed_targets(train_x, precision, eval_batch)
     teacher_seconds = time.perf_counter() - t_teacher
     scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16)
+    sam = SharpnessAware(model, config.sam) if config.sam else None
     state = _State()
     if ckpt is not None:
         _check_same_teacher(ckpt, teacher)
@@ -296,19 +298,24 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
             x, mix = mixer(x)  # mix: None, or how pairs of faces were blended (--mix)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with precision.autocast(device):
-                logits = forward(x)
-            loss = (criterion(logits.float(), y) if mix is None
-                    else mix.loss(criterion, logits.float(), y))
+            targets = None  # the teacher's answers for this batch (--teacher)
             if teacher is not None:
                 targets = (fixed_targets[idx] if fixed_targets is not None
                            else teacher.logits(x, precision))
                 if mix is not None and fixed_targets is not None:
                     targets = mix.log_probs(targets)
-                soft = distill_loss(logits.float(), targets, config.distill_temperature)
-                loss = (1 - config.distill_weight) * loss + config.distill_weight * soft
+            with precision.autocast(device):
+                logits = forward(x)
+            loss = _step_loss(logits, y, mix, targets, criterion, config)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if sam is not None:  # --sam: the gradient again, at the ascent point
+                sam.ascend()
+                optimizer.zero_grad(set_to_none=True)
+                with frozen_bn_statistics(model), precision.autocast(device):
+                    perturbed = forward(x)
+                scaler.scale(_step_loss(perturbed, y, mix, targets, criterion, config)).backward()
+                sam.descend()
             if config.grad_clip:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -366,6 +373,17 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
     return TrainResult(run_dir, max(state.best_val_acc, 0.0), state.best_epoch, state.history,
                        time.perf_counter() - t_call, data_seconds, train_seconds, state.stopped,
                        config, stopped_by_callback, teacher_seconds)
+
+
+def _step_loss(logits: torch.Tensor, y: torch.Tensor, mix: Mix | None, targets: torch.Tensor | None,
+               criterion: nn.Module, config: TrainConfig) -> torch.Tensor:
+    """Cross-entropy with the labels (of both blended faces under --mix), mixed with the
+    distillation loss when a teacher's answers are given."""
+    loss = criterion(logits.float(), y) if mix is None else mix.loss(criterion, logits.float(), y)
+    if targets is None:
+        return loss
+    soft = distill_loss(logits.float(), targets, config.distill_temperature)
+    return (1 - config.distill_weight) * loss + config.distill_weight * soft
 
 
 def choose_precision(config: TrainConfig, device: torch.device, model: nn.Module,
