@@ -50,6 +50,17 @@ def test_train_smoke_writes_a_usable_run(cli_run):
     assert Predictor.load(out, device="cpu").arch == TINY_MODEL
 
 
+def test_sam_is_shown_in_the_header_and_saved(csv_path, tmp_path):
+    out = tmp_path / "sam"
+    result = runner.invoke(app, ["train", "--data", str(csv_path), *TINY, "--epochs", "1",
+                                 "--batch-size", "16", "--device", "cpu", "--threads", "1",
+                                 "--sam", "0.05", "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    header = next(ln for ln in result.output.splitlines() if "steps of 16" in ln)
+    assert header.endswith("; sam 0.05") and len(header) <= 80
+    assert json.loads((out / "config.json").read_text())["sam"] == 0.05
+
+
 def test_resume_of_a_finished_run_adds_nothing(cli_run):
     _, out = cli_run
     result = runner.invoke(app, ["train", "--resume", "--out", str(out), "--device", "cpu",

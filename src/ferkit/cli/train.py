@@ -312,7 +312,7 @@ def _print_header(console, info) -> None:
     console.print(f"  {c.epochs} epoch{'s' if c.epochs != 1 else ''} x "
                   f"{info.steps_per_epoch} steps of {batch}; "
                   f"{c.optimizer} lr {c.lr:g} {c.schedule}"
-                  + (f"; sam rho {c.sam:g} (2 passes a step)" if c.sam else ""))
+                  + (f"; sam {c.sam:g}" if c.sam else ""))
     if info.world_size > 1:
         backend = "nccl" if info.device.type == "cuda" else "gloo"
         console.print(f"  DDP: {info.world_size} processes ({backend}), "
