@@ -119,6 +119,30 @@ def test_resume_needs_the_same_teacher(tmp_path, dataset, shifted_teacher):
               dataset)
 
 
+def test_a_resumed_views_run_ends_exactly_like_an_uninterrupted_one(tmp_path, dataset,
+                                                                  shifted_teacher):
+    """The views are rebuilt from the seed on --resume, and the draw of a view per face
+    continues where it stopped."""
+    options = dict(epochs=3, augment="strong", teacher=str(shifted_teacher),
+                   distill_targets="views", distill_views=2)
+    full = train(tiny_config(tmp_path / "full", **options), dataset)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_2(m):
+        if m.epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(tiny_config(tmp_path / "cut", **options), dataset, on_epoch=stop_after_2)
+    resumed = train(TrainConfig(out=str(tmp_path / "cut"), resume=True, device="cpu",
+                                threads=1), dataset)
+    w_full = load_checkpoint(full.run_dir / "last.pt")["state_dict"]
+    w_resumed = load_checkpoint(resumed.run_dir / "last.pt")["state_dict"]
+    assert all(torch.equal(w_full[k], w_resumed[k]) for k in w_full)
+
+
 @pytest.mark.parametrize("field,value", [("distill_weight", 1.5), ("distill_temperature", 0),
                                          ("distill_targets", "cached")])
 def test_bad_distillation_options(field, value):
@@ -129,3 +153,40 @@ def test_bad_distillation_options(field, value):
 def test_a_missing_teacher_is_a_model_error(tmp_path, dataset):
     with pytest.raises(ModelError, match="no-such-teacher"):
         train(tiny_config(tmp_path / "r", teacher=str(tmp_path / "no-such-teacher")), dataset)
+
+
+def test_view_targets_carry_the_teacher_into_the_student(tmp_path, dataset, shifted_teacher):
+    """--distill-targets views, end to end: the teacher's answers reach the student (a plain
+    student agrees with this label-contradicting teacher on 0% of val). Without augmentation,
+    so the bar does not hang on how this teacher, trained on clean faces, answers on shifted
+    ones; the next test checks that views are augmented and labelled on themselves."""
+    taught = train(tiny_config(tmp_path / "views", epochs=6, augment="none", seed=1,
+                               teacher=str(shifted_teacher), distill_weight=1.0,
+                               distill_temperature=2.0, distill_targets="views",
+                               distill_views=3), dataset)
+    assert _agreement(taught.run_dir, shifted_teacher, dataset) > 0.4
+    assert taught.teacher_seconds > 0
+    config = load_checkpoint(taught.best_checkpoint)["config"]
+    assert config["distill_targets"] == "views" and config["distill_views"] == 3
+
+
+def test_views_are_seeded_augmented_and_labelled_on_themselves(dataset, shifted_teacher):
+    from ferkit.training.augment import BatchAugment
+    from ferkit.training.distill import TeacherViews
+
+    teacher = Teacher.load(str(shifted_teacher), torch.device("cpu"), FP32, CLASSES)
+    faces = torch.from_numpy(dataset.images[:20]).unsqueeze(1)
+    augment = BatchAugment(TrainConfig(augment="strong", aug_flip=0.0).validated())
+    a = TeacherViews.make(teacher, faces, augment, 3, seed=5, precision=FP32, batch_size=8)
+    b = TeacherViews.make(teacher, faces, augment, 3, seed=5, precision=FP32, batch_size=8)
+    c = TeacherViews.make(teacher, faces, augment, 3, seed=6, precision=FP32, batch_size=8)
+    assert a.images.shape == (3, 20, 1, 48, 48) and a.images.dtype == torch.uint8
+    assert a.targets.shape == (3, 20, 7)
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    assert not torch.equal(a.images[0], a.images[1])  # K different views, not K copies
+    assert not torch.equal(a.images[0], faces)
+    assert torch.allclose(a.targets[1], teacher.fixed_targets(a.images[1], FP32))
+    images, targets = a.batch(torch.arange(20))
+    views = [next(k for k in range(3) if torch.equal(images[i], a.images[k, i]))
+             for i in range(20)]  # each row is one of the face's own views ...
+    assert all(torch.equal(targets[i], a.targets[v, i]) for i, v in enumerate(views))  # its answer

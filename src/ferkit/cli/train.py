@@ -325,8 +325,9 @@ def _print_header(console, info) -> None:
     if c.teacher:
         console.print(f"  teacher: {c.teacher} (weight {c.distill_weight:g}, temperature "
                       f"{c.distill_temperature:g}, {c.distill_targets} targets"
+                      + (f", {c.distill_views} views" if c.distill_targets == "views" else "")
                       + (f" in {info.teacher_seconds:.1f} s" if c.distill_targets
-                         == "fixed" else "") + ")")
+                         != "live" else "") + ")")
     console.print(f"  run dir: {info.run_dir}")
 
 

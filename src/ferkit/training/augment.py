@@ -8,6 +8,8 @@ training set's mean pixel value, so after the model's normalisation they are 0.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import kornia.augmentation as K
 import torch
 from torch import nn
@@ -38,6 +40,12 @@ class BatchAugment(nn.Module):
         if train and len(self.erase):
             x = self.erase(x)
         return x
+
+
+def flip_only(c: TrainConfig) -> TrainConfig:
+    """The config's flip and no other augmentation (for faces augmented beforehand)."""
+    return replace(c, aug_rotate=0.0, aug_shift=0.0, aug_scale=0.0, aug_jitter=0.0,
+                   aug_erase=0.0)
 
 
 def _pixel_ops(c: TrainConfig) -> list[nn.Module]:

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine")
 BALANCE_MODES = ("none", "weights", "oversample")
-DISTILL_TARGETS = ("live", "fixed")  # see distill.py: a teacher forward per step, or once
+DISTILL_TARGETS = ("live", "fixed", "views")  # see distill.py: a teacher forward per step,
+# once per clean face, or once per stored augmented view
 MIX_MODES = ("none", "mixup", "cutmix")  # see mixing.py
 AUGMENT_PRESETS = ("none", "light", "default", "strong")
 
@@ -171,7 +172,12 @@ class Recipe:
                                   help="live: the teacher labels every augmented batch (one "
                                   "teacher forward per step); fixed: its flip-averaged "
                                   "probabilities on each clean training face, computed once "
-                                  "before training (no teacher cost per step).")
+                                  "before training (no teacher cost per step); views: the same "
+                                  "on --distill-views stored augmented views of every face.")
+    distill_views: int = option(8, panel="Distillation", positive=True,
+                                help="Augmented views of each face stored for --distill-targets "
+                                "views (each costs a teacher pass over Training, and 2.3 KB a "
+                                "face).")
     freeze_epochs: int = option(0, panel="Optimisation", non_negative=True,
                                 help="Transfer learning: train only the head for the first N "
                                 "epochs.")

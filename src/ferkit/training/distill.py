@@ -18,6 +18,12 @@ Two ways to get the teacher's targets (--distill-targets):
   before training (one inference pass over Training) and looked up by index per step, so a large
   teacher costs nothing per step. The student's augmented view (shifted, rotated, erased) gets
   its clean image's target.
+- views: K augmented copies of every face are made once (the training augmentation without its
+  flip, stored as uint8: 2.3 KB a face a view) and the teacher labels each, flip-averaged, once;
+  each step shows the student one stored view per face, flipped afresh, with the teacher's
+  answer on that very view. The teacher costs K inference passes over Training before the
+  first epoch and nothing per step; the student sees K views of a face instead of a new one
+  every epoch.
 """
 
 from __future__ import annotations
@@ -71,6 +77,38 @@ class Teacher:
 
     def record(self) -> dict[str, str]:
         return {"path": self.path, "digest": self.digest}
+
+
+@dataclass
+class TeacherViews:
+    """--distill-targets views: stored augmented views of the training faces and the teacher's
+    flip-averaged log-probabilities on each."""
+
+    images: torch.Tensor  # (K, N, 1, H, W) uint8
+    targets: torch.Tensor  # (K, N, C) log-probabilities, used as logits
+
+    @classmethod
+    @torch.no_grad()
+    def make(cls, teacher: Teacher, faces: torch.Tensor, augment: nn.Module, views: int,
+             seed: int, precision: Precision, batch_size: int = 256) -> TeacherViews:
+        """faces: (N, 1, H, W) uint8; augment: uint8 -> [0, 1] pixels, without the flip (the
+        targets are flip-averaged, so the student's flip is drawn afresh each step). The views
+        come from their own seeded random stream, so a resumed run rebuilds the same ones."""
+        devices = [faces.device] if faces.device.type == "cuda" else []
+        images = torch.empty((views, *faces.shape), dtype=torch.uint8, device=faces.device)
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            for k in range(views):
+                for start in range(0, len(faces), batch_size):
+                    x = augment(faces[start:start + batch_size], train=True)
+                    images[k, start:start + batch_size] = x.mul(255).round_().clamp_(0, 255)
+        targets = torch.stack([teacher.fixed_targets(v, precision, batch_size) for v in images])
+        return cls(images, targets)
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One stored view of each face in idx, drawn at random, and the teacher's answer on it."""
+        pick = torch.randint(len(self.images), idx.shape, device=idx.device)
+        return self.images[pick, idx], self.targets[pick, idx]
 
 
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,

@@ -43,7 +43,7 @@ from ferkit.models.normalize import normalized
 from ferkit.models.registry import create_model, get_entry
 from ferkit.precision import Precision, resolve_precision
 from ferkit.training import run_dir as rd
-from ferkit.training.augment import BatchAugment
+from ferkit.training.augment import BatchAugment, flip_only
 from ferkit.training.balance import EpochSampler, class_weights
 from ferkit.training.config import (
     EXECUTION_KEY,
@@ -53,7 +53,7 @@ from ferkit.training.config import (
     check_execution,
 )
 from ferkit.training.curves import plot_curves
-from ferkit.training.distill import Teacher, distill_loss
+from ferkit.training.distill import Teacher, TeacherViews, distill_loss
 from ferkit.training.distributed import Dist, convert_sync_batchnorm, session
 from ferkit.training.ema import weight_ema
 from ferkit.training.finetune import checkpoint_arch_kwargs
@@ -246,9 +246,14 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
     eval_batch = config.eval_batch_size or (1024 if cuda else 256)  # validation, fixed targets
     teacher = (Teacher.load(config.teacher, device, precision, CLASSES) if config.teacher
                else None)
-    fixed_targets, t_teacher = None, time.perf_counter()  # --distill-targets fixed
+    fixed_targets, views, t_teacher = None, None, time.perf_counter()  # --distill-targets
     if teacher is not None and config.distill_targets == "fixed":
         fixed_targets = teacher.fixed_targets(train_x, precision, eval_batch)
+    if teacher is not None and config.distill_targets == "views":
+        views = TeacherViews.make(teacher, train_x, BatchAugment(replace(config, aug_flip=0.0),
+                                                                 fill=mean).to(device),
+                                  config.distill_views, config.seed, precision, eval_batch)
+        flip = BatchAugment(flip_only(config)).to(device)  # the views' fresh flips
     teacher_seconds = time.perf_counter() - t_teacher
     scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16)
     sam = SharpnessAware(model, config.sam) if config.sam else None
@@ -293,17 +298,21 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for step, idx in enumerate(dist.shard_steps(sampler.epoch()), start=1):
-            x = augment(train_x[idx], train=True)
+            targets = None  # the teacher's answers for this batch (--teacher)
+            if views is not None:  # a stored view of each face, the teacher's answer on it
+                faces, targets = views.batch(idx)
+                x = flip(faces, train=True)
+            else:
+                x = augment(train_x[idx], train=True)
+                targets = fixed_targets[idx] if fixed_targets is not None else None
             y = train_y[idx]
             x, mix = mixer(x)  # mix: None, or how pairs of faces were blended (--mix)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            targets = None  # the teacher's answers for this batch (--teacher)
-            if teacher is not None:
-                targets = (fixed_targets[idx] if fixed_targets is not None
-                           else teacher.logits(x, precision))
-                if mix is not None and fixed_targets is not None:
-                    targets = mix.log_probs(targets)
+            if teacher is not None and targets is None:  # live: on the very batch
+                targets = teacher.logits(x, precision)
+            elif targets is not None and mix is not None:
+                targets = mix.log_probs(targets)
             with precision.autocast(device):
                 logits = forward(x)
             loss = _step_loss(logits, y, mix, targets, criterion, config)
