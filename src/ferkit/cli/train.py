@@ -324,8 +324,9 @@ def _print_header(console, info) -> None:
                   + f"; balance {c.balance}" + (f"; ema {c.ema}" if c.ema else ""))
     if c.teacher:
         console.print(f"  teacher: {c.teacher} (weight {c.distill_weight:g}, temperature "
-                      f"{c.distill_temperature:g}, {c.distill_targets} targets"
-                      + (f", {c.distill_views} views" if c.distill_targets == "views" else "")
+                      f"{c.distill_temperature:g}, "
+                      + (f"{c.distill_views} views" if c.distill_targets == "views"
+                         else f"{c.distill_targets} targets")
                       + (f" in {info.teacher_seconds:.1f} s" if c.distill_targets
                          != "live" else "") + ")")
     console.print(f"  run dir: {info.run_dir}")
