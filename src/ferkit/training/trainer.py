@@ -298,7 +298,7 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for step, idx in enumerate(dist.shard_steps(sampler.epoch()), start=1):
-            targets = None  # the teacher's answers for this batch (--teacher)
+            # targets: the teacher's answers for this batch (--teacher), None until known
             if views is not None:  # a stored view of each face, the teacher's answer on it
                 faces, targets = views.batch(idx)
                 x = flip(faces, train=True)
