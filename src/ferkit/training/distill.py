@@ -9,7 +9,7 @@ frozen, in eval mode and in the training precision, on the same [0, 1] pixels as
 model normalises with its own statistics inside it). T^2 keeps the soft term's gradients on the
 scale of the hard one as T changes.
 
-Two ways to get the teacher's targets (--distill-targets):
+Three ways to get the teacher's targets (--distill-targets):
 - live (the default): the teacher runs on every augmented batch, so it labels exactly the view
   the student sees; each step costs a teacher forward pass on top of the student's step
   (measured on the CPU with a three-model ensemble of the student's size: 0.77x the speed
@@ -23,7 +23,8 @@ Two ways to get the teacher's targets (--distill-targets):
   each step shows the student one stored view per face, flipped afresh, with the teacher's
   answer on that very view. The teacher costs K inference passes over Training before the
   first epoch and nothing per step; the student sees K views of a face instead of a new one
-  every epoch.
+  every epoch, and on FER2013 memorised them (8 views: 67.09% PublicTest against 67.37-67.62%
+  for fixed targets from the same teacher; README, Results).
 """
 
 from __future__ import annotations
