@@ -8,6 +8,7 @@ import sys
 import typer
 
 from ferkit import __version__
+from ferkit.cli import TYPER_SETTINGS
 from ferkit.errors import ConfigError, FerkitError
 
 app = typer.Typer(
@@ -21,7 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    **TYPER_SETTINGS,
 )
 
 _state = {"debug": False}

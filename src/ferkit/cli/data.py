@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ferkit.cli import TYPER_SETTINGS
 from ferkit.errors import DataError
 
 SOURCE_HELP = ("fer2013.csv, a Kaggle image folder or zip (train/<class>/*.jpg, "
@@ -25,7 +26,7 @@ data_app = typer.Typer(
          "  ferkit data audit fer2013.zip --json\n\n"
          "  ferkit data export-csv fer2013.zip fer2013.csv",
     no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    **TYPER_SETTINGS,
 )
 
 

@@ -21,7 +21,8 @@ Examples:
 
   ferkit evaluate --model runs/ferkit-vgg --data fer2013.zip
 
-  ferkit evaluate --model best.pt --data fer2013.csv --split val --tta flip --json
+  ferkit evaluate --model best.pt --data fer2013.csv --split val \\
+      --tta flip --json
 
   ferkit evaluate --model ensemble.pt --data faces/ --out report/
 """

@@ -16,8 +16,10 @@ HELP = (
     "(pip install 'ferkit\\[onnx]').\n\n"
     "Examples:\n\n"
     "  ferkit export default --out ferkit-small.onnx\n\n"
-    "  ferkit export runs/20261201-120000-ferkit-small --format onnx --out model.onnx\n\n"
-    "  ferkit export default --int8 --calibration-data fer2013.zip --out ferkit-int8.onnx\n\n"
+    "  ferkit export runs/20261201-120000-ferkit-small --format onnx \\\n"
+    "      --out model.onnx\n\n"
+    "  ferkit export default --int8 --calibration-data fer2013.zip \\\n"
+    "      --out ferkit-int8.onnx\n\n"
     "--int8 writes a static int8 model calibrated on 512 training faces of --calibration-data "
     "and prints its accuracy next to fp32's on that data's val split (FER2013 PublicTest)."
 )

@@ -18,20 +18,20 @@ from ferkit.recognition.sizes import DETECT_SIZE, DETECT_SIZE_HELP
 
 PREDICT_HELP = """Find the faces in images, folders or videos and name the expression on each.
 
-INPUT may be image files, folders (searched recursively for images and videos) or video files
-(.mp4 .avi .mov .mkv .webm). Faces that are very small or blurry are still reported, with a
+INPUT may be image files, folders (searched recursively for images and videos) or video files \
+(.mp4 .avi .mov .mkv .webm). Faces that are very small or blurry are still reported, with a \
 flag.
 
-Output: a table, or with --json one JSON object per input (JSON Lines) on stdout:
-{"input": ..., "faces": [{"box": \\[x, y, w, h], "expression": ..., "score": ...,
-"probabilities": {...}, "detection_score": ..., "flags": [...]}]}; an input that could not be
+Output: a table, or with --json one JSON object per input (JSON Lines) on stdout: \
+{"input": ..., "faces": [{"box": \\[x, y, w, h], "expression": ..., "score": ..., \
+"probabilities": {...}, "detection_score": ..., "flags": [...]}]}; an input that could not be \
 read gives {"input": ..., "error": ...}.
 
---out DIR writes annotated copies of the images, results.csv (one row per face) and, per
-video, an annotated video, per-frame CSV and JSON and a timeline plot. Videos are always
+--out DIR writes annotated copies of the images, results.csv (one row per face) and, per \
+video, an annotated video, per-frame CSV and JSON and a timeline plot. Videos are always \
 written somewhere: to --out, else to ./ferkit-out.
 
-One unreadable file does not stop the others; they are counted and listed at the end. The
+One unreadable file does not stop the others; they are counted and listed at the end. The \
 exit code is 0 when at least one input was processed, 1 when every input failed.
 
 Examples:
@@ -43,8 +43,8 @@ Examples:
   ferkit predict photos/ clip.mp4 --out results/ --every 5
 """
 
-DEMO_HELP = """Recognise the expressions in the sample photo shipped with ferkit (three
-public-domain photographs): prints the faces and writes the annotated photo and a figure with
+DEMO_HELP = """Recognise the expressions in the sample photo shipped with ferkit (three \
+public-domain photographs): prints the faces and writes the annotated photo and a figure with \
 each face's probabilities. Needs no dataset and no network.
 
 Examples:
@@ -54,10 +54,10 @@ Examples:
   ferkit demo --out demo/ --model runs/ferkit-vgg
 """
 
-WEBCAM_HELP = """Live expression recognition from a camera, in a window: boxes, labels and
+WEBCAM_HELP = """Live expression recognition from a camera, in a window: boxes, labels and \
 frames per second. Press q or Esc to quit.
 
-Needs a display and an OpenCV build with GUI support (ferkit installs the headless one:
+Needs a display and an OpenCV build with GUI support (ferkit installs the headless one: \
 `pip uninstall -y opencv-python-headless && pip install opencv-python`).
 
 Examples:
@@ -115,16 +115,16 @@ def _print_json(obj: dict) -> None:
 
 
 def predict(
-    inputs: list[Path] = typer.Argument(..., metavar="INPUT...",
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT",
                                         help="Image files, folders or video files."),
-    model: str = typer.Option("default", "--model", "-m", metavar="default|RUN_DIR|CHECKPOINT",
+    model: str = typer.Option("default", "--model", "-m", metavar="MODEL",
                               help="'default' (bundled model), a training run directory (its "
                                    "best.pt), a checkpoint file or a `ferkit export` .onnx "
                                    "file."),
-    backend: str = typer.Option("auto", "--backend", metavar="auto|torch|onnxruntime",
-                                help="auto: onnxruntime for an .onnx model, and on the CPU "
-                                     "where the onnx extra is installed (a checkpoint is "
-                                     "exported once, cached); else PyTorch."),
+    backend: str = typer.Option("auto", "--backend", metavar="BACKEND",
+                                help="auto | torch | onnxruntime. auto: onnxruntime for an .onnx "
+                                     "model, and on the CPU where the onnx extra is installed "
+                                     "(a checkpoint is exported once, cached); else PyTorch."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object per input "
                                                         "(JSON Lines) instead of a table."),
     out: Path | None = typer.Option(None, "--out", "-o", metavar="DIR",
@@ -132,14 +132,15 @@ def predict(
                                          "outputs here."),
     every: int = typer.Option(1, "--every", min=1, metavar="K",
                               help="Videos: recognise every K-th frame only (faster)."),
-    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda|mps",
-                               help="Where to run the classifier."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE",
+                               help="auto | cpu | cuda | mps: where to run the classifier."),
     min_confidence: float = typer.Option(0.5, "--min-confidence", min=0.0, max=1.0,
                                          help="Face detector confidence threshold (0-1)."),
     detect_size: int = typer.Option(DETECT_SIZE, "--detect-size", min=0, metavar="PX",
                                     help=DETECT_SIZE_HELP),
-    tta: str = typer.Option("none", "--tta", metavar="none|flip|tencrop",
-                            help="Test-time augmentation for the classifier."),
+    tta: str = typer.Option("none", "--tta", metavar="TTA",
+                            help="none | flip | tencrop: test-time augmentation for the "
+                                 "classifier."),
     progress: bool = typer.Option(True, "--progress/--no-progress",
                                   help="Progress bars on stderr."),
     workers: int = typer.Option(0, "--workers", min=0, metavar="N",
@@ -233,9 +234,10 @@ def _video_note(result, every: int) -> str:
 
 def webcam(
     camera: int = typer.Option(0, "--camera", "-c", min=0, help="Camera index."),
-    model: str = typer.Option("default", "--model", "-m", metavar="default|RUN_DIR|CHECKPOINT",
+    model: str = typer.Option("default", "--model", "-m", metavar="MODEL",
                               help="'default' (bundled model), a run directory or a checkpoint."),
-    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda|mps"),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE",
+                               help="auto | cpu | cuda | mps: where to run the classifier."),
     min_confidence: float = typer.Option(0.5, "--min-confidence", min=0.0, max=1.0,
                                          help="Face detector confidence threshold (0-1)."),
     detect_size: int = typer.Option(DETECT_SIZE, "--detect-size", min=0, metavar="PX",
@@ -256,9 +258,10 @@ def webcam(
 def demo(
     out: Path = typer.Option(Path("ferkit-demo"), "--out", "-o", metavar="DIR",
                              help="Where to write the annotated photo and the figure."),
-    model: str = typer.Option("default", "--model", "-m", metavar="default|RUN_DIR|CHECKPOINT",
+    model: str = typer.Option("default", "--model", "-m", metavar="MODEL",
                               help="'default' (bundled model), a run directory or a checkpoint."),
-    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda|mps"),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE",
+                               help="auto | cpu | cuda | mps: where to run the classifier."),
     image: Path | None = typer.Option(None, "--image", metavar="PATH",
                                       help="Use this photo instead of the bundled sample."),
 ) -> None:

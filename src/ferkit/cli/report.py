@@ -16,7 +16,8 @@ Examples:
 
   ferkit report runs/shallow runs/ferkit-vgg --out report.html
 
-  ferkit report runs/sweeps/conv-stages/trial-* --data fer2013.zip --out stages.html
+  ferkit report runs/sweeps/conv-stages/trial-* --data fer2013.zip \\
+      --out stages.html
 """
 
 

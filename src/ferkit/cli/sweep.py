@@ -7,6 +7,8 @@ import sys
 
 import typer
 
+from ferkit.cli import TYPER_SETTINGS
+
 SWEEP_HELP = """Run a hyper-parameter or architecture sweep: each trial is a `ferkit train` run \
 (in-process) with the trial's parameters, its run directory under RUNS/STUDY/trial-NNNN.
 
@@ -18,7 +20,7 @@ smoothing and width that prunes poor trials early.
 Results go to an Optuna storage (default sqlite:///runs/sweeps.db). Workers never lose or \
 duplicate a trial: --workers N runs N local processes, and any number of `ferkit sweep` \
 processes, here or on other machines, join the same study with the same --storage (e.g. \
-postgresql://user:pw@host/db, with `pip install 'ferkit[sweep-postgres]'`) and --study. A \
+postgresql://user:pw@host/db, with `pip install 'ferkit\\[sweep-postgres]'`) and --study. A \
 joining worker needs only --storage, --study and --data; the space and options come from the \
 study. A worker that dies mid-trial (killed, machine lost) stops beating: after 4 missed \
 heartbeats another worker marks its trial failed and runs the same parameters again.
@@ -27,13 +29,18 @@ Examples:
 
   ferkit sweep --preset conv-stages --data fer2013.zip --epochs 30
 
-  ferkit sweep --preset tune --data fer2013.zip --epochs 20 --trials 40 --workers 2
+  ferkit sweep --preset tune --data fer2013.zip --epochs 20 --trials 40 \\
+      --workers 2
 
-  ferkit sweep --space sweeps/tune.toml --data fer2013.zip --storage postgresql://u:p@db/sweeps
+  ferkit sweep --space sweeps/tune.toml --data fer2013.zip \\
+      --storage postgresql://u:p@db/sweeps
 
-  ferkit sweep --study tune --data fer2013.zip --storage postgresql://u:p@db/sweeps   (join)
+  # another machine joins the study
+  ferkit sweep --study tune --data fer2013.zip \\
+      --storage postgresql://u:p@db/sweeps
 
-  ferkit sweep report            (the latest study in runs/sweeps.db)
+  # the latest study in runs/sweeps.db
+  ferkit sweep report
 """
 
 REPORT_HELP = """Show a study's trials: one row per trial (parameters, epochs, time, train/val \
@@ -46,17 +53,27 @@ Examples:
 
   ferkit sweep report conv-stages --storage sqlite:///s.db --json
 
-  ferkit sweep report conv-stages --markdown      (a table to paste into a README)
+  # a table to paste into a README
+  ferkit sweep report conv-stages --markdown
+"""
+
+PRESETS_HELP = """List the sweep presets and what they vary.
+
+Examples:
+
+  ferkit sweep presets
+
+  ferkit sweep --preset fc-layers --data fer2013.zip --epochs 30
 """
 
 
 def register(app: typer.Typer) -> None:
     """Add `ferkit sweep` (a group: the sweep itself, `report` and `presets`)."""
     group = typer.Typer(help=SWEEP_HELP, invoke_without_command=True, no_args_is_help=True,
-                        context_settings={"help_option_names": ["-h", "--help"]})
+                        **TYPER_SETTINGS)
     group.callback()(sweep_command)
     group.command("report", help=REPORT_HELP)(report_command)
-    group.command("presets", help="List the sweep presets and what they vary.")(presets_command)
+    group.command("presets", help=PRESETS_HELP)(presets_command)
     app.add_typer(group, name="sweep")
 
 

@@ -94,7 +94,8 @@ class RuntimeOptions:
     threads: int = option(0, panel="Run", non_negative=True, help="CPU threads (0 = all cores).")
     compile: bool = option(False, panel="Run", help="torch.compile the model.")
     out: str = option("", short="-o", panel="Run",
-                      help="Run directory (default runs/<YYYYmmdd-HHMMSS>-<model>).")
+                      help="Run directory (default: a new folder in runs/ named after the "
+                           "date, time and model).")
     resume: bool = option(False, panel="Run", negatable=False,
                           help="Continue the run in --out from its last.pt (its saved options "
                           "are used; --data, --device, --threads, --compile may be given).")
