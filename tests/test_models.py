@@ -215,13 +215,31 @@ def test_model_table_figures(cli_json_rows):
     assert own == sorted(own), "ferkit's own models are listed last"
 
 
-def test_models_cli_table():
+@pytest.mark.parametrize("columns", [80, 200])
+def test_models_cli_table_shows_every_description_whole(cli_json_rows, columns):
+    """At 80 columns the descriptions leave the table rather than wrap a word a line."""
     from ferkit.cli.app import app
 
-    result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, ["models"], env={"COLUMNS": str(columns), "TERM": "dumb"})
     assert result.exit_code == 0, result.output
-    for name in ALL:
-        assert name in result.output
-    assert "MFLOPs" in result.output
+    assert all(len(line) <= columns for line in result.output.splitlines())
+    words = " ".join(result.output.replace("│", " ").split())
+    assert "MFLOPs" in words and "…" not in words
+    for row in cli_json_rows:
+        assert row["name"] in words
+        assert " ".join(row["description"].split()) in words, row["name"]
+        if row["reported"]:
+            assert row["reported"] in words, row["name"]
+
+
+def test_a_model_description_is_its_docstrings_whole_first_paragraph():
+    from ferkit.models.registry import get_entry
+
+    assert get_entry("vgg3").description.endswith("dense head of 128.")
+
+
+def test_models_cli_help():
+    from ferkit.cli.app import app
+
     help_text = CliRunner().invoke(app, ["models", "--help"]).output
     assert "ferkit models --json" in help_text and "multiply-add" in help_text

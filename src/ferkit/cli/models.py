@@ -50,27 +50,88 @@ def models_command(
         return
 
     from rich.console import Console
+
+    console = Console()
+    if console.width >= WIDE_TABLE_COLUMNS:
+        console.print(_wide_table(rows))
+    else:  # the numbers in a table, the words below it, both readable at 80 columns
+        console.print(_numbers_table(rows))
+        console.print(_descriptions(rows))
+
+
+# Below this terminal width the descriptions leave the table (they would wrap a word a line).
+WIDE_TABLE_COLUMNS = 140
+TITLE = "ferkit model zoo ({n} models, input 1x48x48)"
+CAPTION = ("MFLOPs: per face, one multiply-add = 2 FLOPs; MB: fp32 weights. "
+           "Reported: the source project's own figure.")
+
+
+def _description(row: dict) -> str:
+    """The row's description as Rich markup, with why it cannot be built here, if it cannot."""
     from rich.markup import escape
+
+    text = escape(row["description"])
+    if row.get("unavailable"):
+        text += f" [yellow]({escape(_short_reason(row['unavailable']))})[/yellow]"
+    return text
+
+
+def _numbers(row: dict) -> list[str]:
+    return [_fmt_int(row["params"]), _fmt_num(row["mflops"], 1), _fmt_num(row["weights_mb"], 2)]
+
+
+def _table(rows: list[dict], caption: str | None):
     from rich.table import Table
 
-    table = Table(title=f"ferkit model zoo ({len(rows)} models, input 1x48x48)",
-                  title_justify="left", caption_justify="left",
-                  caption="MFLOPs: per face, one multiply-add = 2 FLOPs; MB: fp32 weights. "
-                          "Reported: the source project's own figure.")
+    table = Table(title=TITLE.format(n=len(rows)), title_justify="left", caption_justify="left",
+                  caption=caption)
     table.add_column("name", style="bold cyan", no_wrap=True)
-    table.add_column("params", justify="right", no_wrap=True)
-    table.add_column("MFLOPs", justify="right", no_wrap=True)
-    table.add_column("MB", justify="right", no_wrap=True)
+    for column in ("params", "MFLOPs", "MB"):
+        table.add_column(column, justify="right", no_wrap=True)
+    return table
+
+
+def _wide_table(rows: list[dict]):
+    """One table: name, numbers, the reported figure with its source, the description."""
+    from rich.markup import escape
+
+    table = _table(rows, CAPTION)
     table.add_column("reported", ratio=2)
     table.add_column("description", ratio=3)
     for row in rows:
-        description = escape(row["description"])
-        if row.get("unavailable"):
-            description += f" [yellow]({escape(_short_reason(row['unavailable']))})[/yellow]"
-        table.add_row(escape(row["name"]), _fmt_int(row["params"]), _fmt_num(row["mflops"], 1),
-                      _fmt_num(row["weights_mb"], 2), escape(row["reported"] or "-"), description)
-    Console().print(table)
+        table.add_row(escape(row["name"]), *_numbers(row), escape(row["reported"] or "-"),
+                      _description(row))
+    return table
 
+
+def _numbers_table(rows: list[dict]):
+    """Name, numbers and the reported figure alone (its source is in the descriptions)."""
+    from rich.markup import escape
+
+    table = _table(rows, None)
+    table.add_column("reported", no_wrap=True)
+    for row in rows:
+        figure = (row["reported"] or "-").split(" (")[0]
+        table.add_row(escape(row["name"]), *_numbers(row), escape(figure))
+    return table
+
+
+def _descriptions(rows: list[dict]):
+    """Each model's description (and its reported figure's source) beside its name."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold cyan", no_wrap=True)
+    grid.add_column()
+    for row in rows:
+        text = _description(row)
+        if row["reported"]:
+            text += f" Reported: {escape(row['reported'])}."
+        grid.add_row(escape(row["name"]), text)
+    grid.add_row("", "")
+    grid.add_row("", CAPTION)
+    return grid
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,8 +34,8 @@ def register_model(name: str, reported: str = "", trainable: bool = True) -> Cal
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        doc = (factory.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelEntry(name, factory, reported, doc[0] if doc else "", trainable)
+        summary = inspect.cleandoc(factory.__doc__ or "").split("\n\n")[0]  # first paragraph
+        _REGISTRY[name] = ModelEntry(name, factory, reported, " ".join(summary.split()), trainable)
         return factory
 
     return decorate

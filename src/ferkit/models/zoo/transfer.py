@@ -142,7 +142,7 @@ class EfficientNetLite0(nn.Module):
 def efficientnet_lite0(num_classes: int = 7, pretrained: bool = False,
                        weights: str | None = None, input_size: int = 112,
                        dropout: float = 0.2, drop_connect: float = 0.2) -> nn.Module:
-    """EfficientNet-Lite0 (4.0M params), ImageNet weights with pretrained=True; faces upsampled."""
+    """EfficientNet-Lite0, ImageNet weights with pretrained=True; faces upsampled to input_size."""
     model = EfficientNetLite0(num_classes, input_size, dropout, drop_connect)
     if pretrained or weights:
         path = Path(weights) if weights else efficientnet_lite0_weights_path()
