@@ -67,6 +67,15 @@ Examples:
   ferkit webcam --camera 1 --model runs/ferkit-vgg
 """
 
+# Options that predict, webcam and demo share (one definition each).
+DEVICE_OPTION = typer.Option("auto", "--device", metavar="DEVICE",
+                             help="auto | cpu | cuda | mps: where to run the classifier.")
+MIN_CONFIDENCE_OPTION = typer.Option(0.5, "--min-confidence", min=0.0, max=1.0,
+                                     help="Face detector confidence threshold (0-1).")
+DETECT_SIZE_OPTION = typer.Option(DETECT_SIZE, "--detect-size", min=0, metavar="PX",
+                                  help=DETECT_SIZE_HELP)
+
+
 def _rate_column():
     """A Rich progress column showing items per second (Rich's own speed column is bytes/s)."""
     from rich.progress import ProgressColumn
@@ -132,12 +141,9 @@ def predict(
                                          "outputs here."),
     every: int = typer.Option(1, "--every", min=1, metavar="K",
                               help="Videos: recognise every K-th frame only (faster)."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE",
-                               help="auto | cpu | cuda | mps: where to run the classifier."),
-    min_confidence: float = typer.Option(0.5, "--min-confidence", min=0.0, max=1.0,
-                                         help="Face detector confidence threshold (0-1)."),
-    detect_size: int = typer.Option(DETECT_SIZE, "--detect-size", min=0, metavar="PX",
-                                    help=DETECT_SIZE_HELP),
+    device: str = DEVICE_OPTION,
+    min_confidence: float = MIN_CONFIDENCE_OPTION,
+    detect_size: int = DETECT_SIZE_OPTION,
     tta: str = typer.Option("none", "--tta", metavar="TTA",
                             help="none | flip | tencrop: test-time augmentation for the "
                                  "classifier."),
@@ -236,12 +242,9 @@ def webcam(
     camera: int = typer.Option(0, "--camera", "-c", min=0, help="Camera index."),
     model: str = typer.Option("default", "--model", "-m", metavar="MODEL",
                               help="'default' (bundled model), a run directory or a checkpoint."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE",
-                               help="auto | cpu | cuda | mps: where to run the classifier."),
-    min_confidence: float = typer.Option(0.5, "--min-confidence", min=0.0, max=1.0,
-                                         help="Face detector confidence threshold (0-1)."),
-    detect_size: int = typer.Option(DETECT_SIZE, "--detect-size", min=0, metavar="PX",
-                                    help=DETECT_SIZE_HELP),
+    device: str = DEVICE_OPTION,
+    min_confidence: float = MIN_CONFIDENCE_OPTION,
+    detect_size: int = DETECT_SIZE_OPTION,
 ) -> None:
     from ferkit.recognition.live import check_display, run_webcam
     from ferkit.recognition.recognizer import Recognizer
@@ -260,8 +263,7 @@ def demo(
                              help="Where to write the annotated photo and the figure."),
     model: str = typer.Option("default", "--model", "-m", metavar="MODEL",
                               help="'default' (bundled model), a run directory or a checkpoint."),
-    device: str = typer.Option("auto", "--device", metavar="DEVICE",
-                               help="auto | cpu | cuda | mps: where to run the classifier."),
+    device: str = DEVICE_OPTION,
     image: Path | None = typer.Option(None, "--image", metavar="PATH",
                                       help="Use this photo instead of the bundled sample."),
 ) -> None:
