@@ -194,7 +194,7 @@ def timed_choice(candidates: list[Precision], timer: StepTimer, workload: str = 
     ratio = speeds[fastest.label] / speeds[candidates[0].label]
     why = (f"fastest of {len(candidates)} timed here{'' if timed_now else ' earlier'}: "
            f"{ratio:.2f}x {candidates[0].label}")
-    log.info("--amp auto on the CPU: %s", ", ".join(
+    log.debug("--amp auto on the CPU: %s", ", ".join(
         f"{label} {speeds[label] / speeds[candidates[0].label]:.2f}x" for label in labels))
     return replace(fastest, why=why, timed=tuple((label, speeds[label]) for label in labels))
 
