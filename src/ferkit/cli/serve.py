@@ -40,6 +40,19 @@ def _auto_decode_slots(workers: int) -> int | None:
     return max(1, usable_cpus() // workers)
 
 
+HELP = """Serve the HTTP API and the web page (photo upload and live webcam recognition).
+
+Examples:
+
+  ferkit serve
+
+  ferkit serve --model runs/ferkit-vgg --port 8080
+
+  # from another shell, once it runs
+  curl -F image=@photo.jpg http://127.0.0.1:8000/v1/predict
+"""
+
+
 def serve(
     host: str = typer.Option("127.0.0.1", "--host",
                              help="Address to listen on. 0.0.0.0 makes the server reachable from "
@@ -85,16 +98,6 @@ def serve(
     log_level: str = typer.Option("info", "--log-level",
                                   help="uvicorn log level: critical, error, warning, info, debug."),
 ) -> None:
-    """Serve the HTTP API and the web page (photo upload and live webcam recognition).
-
-    Examples:
-
-      ferkit serve
-
-      ferkit serve --model runs/ferkit-vgg --port 8080
-
-      curl -F image=@photo.jpg http://127.0.0.1:8000/v1/predict
-    """
     missing = missing_serve_packages()
     if missing:
         raise FerkitError(f"`ferkit serve` needs {', '.join(missing)}: "
@@ -151,4 +154,4 @@ def serve(
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
-    app.command("serve")(serve)
+    app.command("serve", help=HELP)(serve)
