@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
 
 
 def report_command(
-    runs: list[str] = typer.Argument(..., help="Run directories (from ferkit train or sweep)."),
+    runs: list[str] = typer.Argument(..., metavar="RUN_DIR",
+                                     help="Run directories (from ferkit train or sweep)."),
     out: str = typer.Option("report.html", "--out", "-o", help="HTML file to write."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset for the confusion matrices "
                              "(each run's own validation faces)."),
