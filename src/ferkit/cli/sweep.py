@@ -137,7 +137,8 @@ def sweep_command(
 
 
 def report_command(
-    study: str = typer.Argument(None, help="Study name (default: the latest in the storage)."),
+    study: str = typer.Argument(None, metavar="STUDY",
+                                help="Study name (default: the latest in the storage)."),
     storage: str = typer.Option(None, "--storage", help="Optuna storage URL (default "
                                 "sqlite:///runs/sweeps.db)."),
     out: str = typer.Option(None, "--out", "-o", help="Folder for the plots and sweep.json "
