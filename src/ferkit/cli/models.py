@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:  # Rich is imported when a table is printed, not when the CLI starts
+    from rich.table import Table
 
 HELP = (
     "List every model in the zoo: parameters, compute per face, weight size, and the accuracy "
@@ -80,7 +84,7 @@ def _numbers(row: dict) -> list[str]:
     return [_fmt_int(row["params"]), _fmt_num(row["mflops"], 1), _fmt_num(row["weights_mb"], 2)]
 
 
-def _table(rows: list[dict], caption: str | None):
+def _table(rows: list[dict], caption: str | None) -> Table:
     from rich.table import Table
 
     table = Table(title=TITLE.format(n=len(rows)), title_justify="left", caption_justify="left",
@@ -91,7 +95,7 @@ def _table(rows: list[dict], caption: str | None):
     return table
 
 
-def _wide_table(rows: list[dict]):
+def _wide_table(rows: list[dict]) -> Table:
     """One table: name, numbers, the reported figure with its source, the description."""
     from rich.markup import escape
 
@@ -104,7 +108,7 @@ def _wide_table(rows: list[dict]):
     return table
 
 
-def _numbers_table(rows: list[dict]):
+def _numbers_table(rows: list[dict]) -> Table:
     """Name, numbers and the reported figure alone (its source is in the descriptions)."""
     from rich.markup import escape
 
@@ -116,7 +120,7 @@ def _numbers_table(rows: list[dict]):
     return table
 
 
-def _descriptions(rows: list[dict]):
+def _descriptions(rows: list[dict]) -> Table:
     """Each model's description (and its reported figure's source) beside its name."""
     from rich.markup import escape
     from rich.table import Table
