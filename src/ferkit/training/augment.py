@@ -42,6 +42,11 @@ class BatchAugment(nn.Module):
         return x
 
 
+def without_flip(c: TrainConfig) -> TrainConfig:
+    """The config's augmentation but its flip (for views whose flip is drawn later)."""
+    return replace(c, aug_flip=0.0)
+
+
 def flip_only(c: TrainConfig) -> TrainConfig:
     """The config's flip and no other augmentation (for faces augmented beforehand)."""
     return replace(c, aug_rotate=0.0, aug_shift=0.0, aug_scale=0.0, aug_jitter=0.0,

@@ -43,7 +43,7 @@ from ferkit.models.normalize import normalized
 from ferkit.models.registry import create_model, get_entry
 from ferkit.precision import Precision, resolve_precision
 from ferkit.training import run_dir as rd
-from ferkit.training.augment import BatchAugment, flip_only
+from ferkit.training.augment import BatchAugment, flip_only, without_flip
 from ferkit.training.balance import EpochSampler, class_weights
 from ferkit.training.config import (
     EXECUTION_KEY,
@@ -250,8 +250,8 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
     if teacher is not None and config.distill_targets == "fixed":
         fixed_targets = teacher.fixed_targets(train_x, precision, eval_batch)
     if teacher is not None and config.distill_targets == "views":
-        views = TeacherViews.make(teacher, train_x, BatchAugment(replace(config, aug_flip=0.0),
-                                                                 fill=mean).to(device),
+        views = TeacherViews.make(teacher, train_x,
+                                  BatchAugment(without_flip(config), fill=mean).to(device),
                                   config.distill_views, config.seed, precision, eval_batch)
         flip = BatchAugment(flip_only(config)).to(device)  # the views' fresh flips
     teacher_seconds = time.perf_counter() - t_teacher
