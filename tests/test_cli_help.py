@@ -73,3 +73,25 @@ def test_rendered_help_at_80_columns_keeps_hand_laid_lines_whole(path, command):
     assert all(len(line) <= 80 for line in result.output.splitlines())
     for line in _hand_laid_lines(command):
         assert line.strip().replace("\\[", "[") in shown, line
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=IDS)
+def test_rendered_examples_keep_their_indent(path, command):
+    """Typer dedents the text after the summary by its common indent, so examples right after
+    a one-paragraph summary would show flush left with the "Examples:" heading."""
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80", "TERM": "dumb"})
+    lines = [line.rstrip() for line in result.output.splitlines()]
+    heading = next(line for line in lines if line.strip() == "Examples:")
+    margin = len(heading) - len(heading.lstrip())
+    for line in _hand_laid_lines(command):
+        if line.startswith(" "):
+            assert " " * margin + line.replace("\\[", "[").rstrip() in lines, line
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS[1:], ids=IDS[1:])
+def test_the_command_list_shows_each_summary_on_one_line(path, command):
+    """A group's --help lists its commands with their first paragraph: keep it one 80-column row."""
+    parent = CliRunner().invoke(app, [*path[:-1], "--help"],
+                                env={"COLUMNS": "80", "TERM": "dumb"})
+    summary = _paragraphs(command)[0]
+    assert any(summary in line for line in parent.output.splitlines()), summary

@@ -14,6 +14,7 @@ from ferkit.errors import ConfigError, FerkitError
 app = typer.Typer(
     name="ferkit",
     help="Facial expression recognition on FER2013: explore data, train, evaluate, recognise.\n\n"
+    "Every command has its own --help with examples: ferkit COMMAND --help.\n\n"
     "Examples:\n\n"
     "  ferkit demo\n\n"
     "  ferkit data inspect fer2013.zip\n\n"

@@ -19,8 +19,10 @@ SKIP_BAD_HELP = ("Leave out bad entries (corrupt or oversized images, malformed 
 
 data_app = typer.Typer(
     name="data",
-    help="Explore FER datasets: counts per split and class, sample grids, duplicate and blank "
-         "image audit, conversion to the Kaggle CSV.\n\n"
+    help="Explore FER datasets: counts, samples, audit, CSV export.\n\n"
+         "Counts per split and class, sample grids, an audit of duplicate and blank images, and "
+         "conversion to the Kaggle CSV. Each reads the Kaggle CSV, the Kaggle image folders "
+         "(train/CLASS/*.jpg) or your own CLASS/ folders, as a folder or a zip.\n\n"
          "Examples:\n\n"
          "  ferkit data inspect fer2013.zip\n\n"
          "  ferkit data audit fer2013.zip --json\n\n"

@@ -10,12 +10,12 @@ import typer
 
 from ferkit.errors import FerkitError
 
-EVALUATE_HELP = """Measure a model on one split of a dataset: accuracy, macro-F1, per-class \
-precision/recall/F1/support and the confusion matrix (rows = true class, columns = predicted).
+EVALUATE_HELP = """Measure a model on one split: accuracy, F1, confusion matrix.
 
-The split defaults to test if the data has one, else val, else its only split. Macro-F1 \
-averages F1 over the classes present in the split; every class of the model gets a row. \
-Model classes are matched to the data's by name.
+Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix (rows = \
+true class, columns = predicted). The split defaults to test if the data has one, else val, \
+else its only split. Macro-F1 averages F1 over the classes present in the split; every class \
+of the model gets a row. Model classes are matched to the data's by name.
 
 Examples:
 
@@ -27,9 +27,10 @@ Examples:
   ferkit evaluate --model ensemble.pt --data faces/ --out report/
 """
 
-ENSEMBLE_HELP = """Combine trained models into ONE checkpoint that averages their probabilities \
-(optionally weighted). Members may differ in architecture and normalisation but must share \
-the class list.
+ENSEMBLE_HELP = """Combine trained models into one checkpoint that averages them.
+
+Their probabilities are averaged (optionally weighted). Members may differ in architecture \
+and normalisation but must share the class list.
 
 The result is an ordinary checkpoint (arch "ensemble") holding every member's weights and \
 normalisation: it loads wherever a checkpoint does (evaluate, predict, serve, ...) and takes \

@@ -12,8 +12,7 @@ if TYPE_CHECKING:  # Rich is imported when a table is printed, not when the CLI 
     from rich.table import Table
 
 HELP = (
-    "List every model in the zoo: parameters, compute per face, weight size, and the accuracy "
-    "the original project reported.\n\n"
+    "List the model zoo: size, compute and the accuracy reported.\n\n"
     "MFLOPs: one forward pass on one 48x48 face, as torch's FlopCounterMode counts it: "
     "convolutions and matrix products only, one multiply-add = 2 FLOPs. "
     "MB: the fp32 weights (parameters and BN statistics), 1 MB = 10^6 bytes. "

@@ -16,7 +16,7 @@ import typer
 from ferkit.errors import FerkitError
 from ferkit.recognition.sizes import DETECT_SIZE, DETECT_SIZE_HELP
 
-PREDICT_HELP = """Find the faces in images, folders or videos and name the expression on each.
+PREDICT_HELP = """Find the faces in images, folders or videos; name each expression.
 
 INPUT may be image files, folders (searched recursively for images and videos) or video files \
 (.mp4 .avi .mov .mkv .webm). Faces that are very small or blurry are still reported, with a \
@@ -43,9 +43,10 @@ Examples:
   ferkit predict photos/ clip.mp4 --out results/ --every 5
 """
 
-DEMO_HELP = """Recognise the expressions in the sample photo shipped with ferkit (three \
-public-domain photographs): prints the faces and writes the annotated photo and a figure with \
-each face's probabilities. Needs no dataset and no network.
+DEMO_HELP = """Recognise the expressions in the sample photo shipped with ferkit.
+
+The photo holds three public-domain photographs. Prints the faces and writes the annotated \
+photo and a figure with each face's probabilities. Needs no dataset and no network.
 
 Examples:
 
@@ -54,8 +55,9 @@ Examples:
   ferkit demo --out demo/ --model runs/ferkit-vgg
 """
 
-WEBCAM_HELP = """Live expression recognition from a camera, in a window: boxes, labels and \
-frames per second. Press q or Esc to quit.
+WEBCAM_HELP = """Live expression recognition from a camera, in a window.
+
+It shows boxes, labels and frames per second. Press q or Esc to quit.
 
 Needs a display and an OpenCV build with GUI support (ferkit installs the headless one: \
 `pip uninstall -y opencv-python-headless && pip install opencv-python`).

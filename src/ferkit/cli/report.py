@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 
-HELP = """Compare training runs in ONE self-contained HTML page (figures embedded): the options \
-that differ, a table (model, parameters, epochs, best val accuracy, macro-F1, train time), the \
-learning curves overlaid and, with --data, each run's confusion matrix on its own validation \
-faces.
+HELP = """Compare training runs in one self-contained HTML page.
+
+The page (figures embedded) shows the options that differ, a table (model, parameters, \
+epochs, best val accuracy, macro-F1, train time), the learning curves overlaid and, with \
+--data, each run's confusion matrix on its own validation faces.
 
 Macro-F1 comes from an evaluation JSON in the run dir (`ferkit evaluate --out RUN_DIR/eval`), \
 else from --data.

@@ -40,7 +40,9 @@ def _auto_decode_slots(workers: int) -> int | None:
     return max(1, usable_cpus() // workers)
 
 
-HELP = """Serve the HTTP API and the web page (photo upload and live webcam recognition).
+HELP = """Serve the HTTP API and the web page (photo upload, live webcam).
+
+Needs `pip install 'ferkit\\[serve]'`. The API reference is at /docs once it runs.
 
 Examples:
 

@@ -9,8 +9,10 @@ import typer
 
 from ferkit.cli import TYPER_SETTINGS
 
-SWEEP_HELP = """Run a hyper-parameter or architecture sweep: each trial is a `ferkit train` run \
-(in-process) with the trial's parameters, its run directory under RUNS/STUDY/trial-NNNN.
+SWEEP_HELP = """Run a hyper-parameter or architecture sweep (Optuna).
+
+Each trial is a `ferkit train` run (in-process) with the trial's parameters, its run \
+directory under RUNS/STUDY/trial-NNNN.
 
 The search space is a preset or a small TOML file (see sweeps/*.toml). Grid presets run every \
 cell exactly once: conv-stages (2-5 conv stages), fc-layers (1-4 FC layers), widths (conv \
@@ -43,9 +45,11 @@ Examples:
   ferkit sweep report
 """
 
-REPORT_HELP = """Show a study's trials: one row per trial (parameters, epochs, time, train/val \
-loss and accuracy of the best epoch), and write params.png (accuracy vs each parameter), \
-history.png (optimisation history) and sweep.json to --out (default RUNS/STUDY/report).
+REPORT_HELP = """Show a study's trials and write its plots.
+
+One row per trial (parameters, epochs, time, train/val loss and accuracy of the best epoch); \
+params.png (accuracy vs each parameter), history.png (optimisation history) and sweep.json go \
+to --out (default RUNS/STUDY/report).
 
 Examples:
 
@@ -58,6 +62,9 @@ Examples:
 """
 
 PRESETS_HELP = """List the sweep presets and what they vary.
+
+A preset is a search space: a grid of the source projects, or a TPE search (tune). Run \
+one with ferkit sweep --preset NAME.
 
 Examples:
 
