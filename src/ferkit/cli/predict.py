@@ -292,8 +292,8 @@ def demo(
     annotated = save_image(annotate(loaded, faces), out / f"{photo.stem}.annotated.jpg")
     figure = demo_figure(loaded, faces, out / f"{photo.stem}.figure.png", classes=rec.classes,
                          title=f"{photo.name}: {len(faces)} face(s), model {rec.predictor.arch}")
-    console.print(f"wrote {annotated} and {figure} ({time.perf_counter() - start:.1f} s in all)",
-                  highlight=False)
+    console.print(f"wrote {annotated}\nwrote {figure}\n"
+                  f"{time.perf_counter() - start:.1f} s in all", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
