@@ -97,3 +97,71 @@ def test_cli_report(runs, tmp_path):
     assert "compared 2 runs" in res.output and out.exists()
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
     assert res.exit_code != 0 and "no such run directory" in str(res.exception)
+
+
+def _copy_run(src, dst, **changes):
+    """A copy of a run directory with its config.json edited (None deletes a key)."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "config.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    (dst / "config.json").write_text(json.dumps(config))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def seed_runs(tmp_path_factory, runs, dataset):
+    """alpha again with seed 1 (a real second seed), and an alpha written by an older ferkit
+    (no `sam` option recorded) with seed 7; beta is another recipe."""
+    root = tmp_path_factory.mktemp("seeds")
+    config = TrainConfig.from_dict({**json.loads((runs[0] / "config.json").read_text()),
+                                    "seed": 1, "out": str(root / "alpha-s1")}, strict=False)
+    train(config, dataset=dataset)
+    old = _copy_run(runs[0], root / "alpha-old", seed=7, sam=None)
+    return [runs[0], root / "alpha-s1", old, runs[1]]
+
+
+def test_runs_that_differ_only_in_seed_are_one_recipe_with_mean_and_spread(seed_runs):
+    from ferkit.evaluation.report import seed_groups
+
+    records = [load_run(r) for r in seed_runs]
+    groups = seed_groups(records)
+    assert [len(g.runs) for g in groups] == [3, 1]
+    assert groups[0].seeds == [0, 1, 7]
+    assert "lr=0.05" in groups[0].label and "lr=0.02" in groups[1].label
+    assert "seed" not in groups[0].label and "sam" not in groups[0].label
+    last = [r.last["val_acc"] for r in records[:3]]
+    st = groups[0].stats("last")
+    assert st["n"] == 3 and st["mean"] == pytest.approx(sum(last) / 3)
+    mean = sum(last) / 3
+    assert st["sd"] == pytest.approx((sum((v - mean) ** 2 for v in last) / 2) ** 0.5)
+    assert (st["min"], st["max"]) == (min(last), max(last))
+    assert groups[1].stats("last")["sd"] == 0.0
+    # an option an older ferkit did not record is at its default, not a difference
+    assert "sam" not in dict(config_diff(records))
+
+
+def test_recipe_labels_leave_out_what_the_augment_preset_implies(runs, tmp_path):
+    from ferkit.evaluation.report import seed_groups
+    from ferkit.training.config import PRESETS
+
+    light = _copy_run(runs[0], tmp_path / "light", augment="light", **PRESETS["light"])
+    labels = [g.label for g in seed_groups([load_run(runs[0]), load_run(light)])]
+    assert labels == ["augment=none", "augment=light"]
+
+
+def test_report_shows_the_seed_table_only_when_a_recipe_repeats(seed_runs, runs, tmp_path):
+    path, _ = write_report(seed_runs, tmp_path / "seeds.html")
+    page = path.read_text()
+    assert "<h2>Seeds</h2>" in page and "\u00b1" in page
+    path, _ = write_report(runs, tmp_path / "no-seeds.html")
+    assert "<h2>Seeds</h2>" not in path.read_text()
+    res = CliRunner().invoke(app, ["report", *map(str, seed_runs), "--out",
+                                   str(tmp_path / "cli.html")])
+    assert res.exit_code == 0, res.output
+    assert "over seeds" in res.output and "3 runs" in res.output

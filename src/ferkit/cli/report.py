@@ -7,8 +7,12 @@ import typer
 HELP = """Compare training runs in one self-contained HTML page.
 
 The page (figures embedded) shows the options that differ, a table (model, parameters, \
-epochs, best val accuracy, macro-F1, train time), the learning curves overlaid and, with \
---data, each run's confusion matrix on its own validation faces.
+epochs, last and best val accuracy, macro-F1, train time), the learning curves overlaid and, \
+with --data, each run's confusion matrix on its own validation faces.
+
+Runs that share every option but the seed count as one recipe: the page and the terminal \
+give its mean, standard deviation and range over the seeds. Options a run's ferkit did not \
+record count at their defaults.
 
 Macro-F1 comes from an evaluation JSON in the run dir (`ferkit evaluate --out RUN_DIR/eval`), \
 else from --data.
@@ -19,6 +23,10 @@ Examples:
 
   ferkit report runs/sweeps/conv-stages/trial-* --data fer2013.zip \\
       --out stages.html
+
+  # three seeds of two recipes: mean and spread of each
+  ferkit report runs/base-s1 runs/base-s2 runs/base-s3 \\
+      runs/strong-s1 runs/strong-s2 runs/strong-s3
 """
 
 

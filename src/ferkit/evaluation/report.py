@@ -1,9 +1,10 @@
 """`ferkit report RUN_DIR...`: one self-contained HTML page comparing training runs.
 
 The page holds: the options that differ between the runs (config diff), a table (model,
-parameters, epochs, best val accuracy, macro-F1 when an evaluation JSON is in the run dir or
---data is given, train time), the learning curves overlaid (val accuracy; train and val loss)
-and, with --data, each run's confusion matrix on its own validation faces, side by side. Every
+parameters, epochs, last and best val accuracy, macro-F1 when an evaluation JSON is in the run
+dir or --data is given, train time), the mean and spread over seeds of runs that share every
+other option, the learning curves overlaid (val accuracy; train and val loss) and, with
+--data, each run's confusion matrix on its own validation faces, side by side. Every
 figure is a PNG embedded as base64, so the file can be mailed or attached as it is.
 """
 
@@ -28,6 +29,9 @@ METRICS = "metrics.jsonl"
 _DIFF_SKIP = ("out", "resume", "threads", "num_workers", "eval_batch_size")
 # Measurements in config.json's execution record, not choices: they differ between any two runs.
 _DIFF_SKIP_PREFIXES = ("execution.timed_images_per_s.", "execution.why")
+# Runs that differ only in these are one recipe repeated: the seed, and where and how it ran.
+_RECIPE_SKIP = (*_DIFF_SKIP, "seed")
+_RECIPE_SKIP_PREFIXES = ("execution.",)
 
 
 @dataclass
@@ -55,6 +59,12 @@ class RunRecord:
     def best(self) -> dict[str, Any] | None:
         rows = [m for m in self.metrics if m.get("val_acc") is not None]
         return max(rows, key=lambda m: (m["val_acc"], -m.get("epoch", 0))) if rows else None
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        """The last epoch: what a run delivers (its best epoch was chosen on val)."""
+        rows = [m for m in self.metrics if m.get("val_acc") is not None]
+        return rows[-1] if rows else None
 
     @property
     def epochs(self) -> int:
@@ -243,12 +253,55 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _value(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v, default=str)
+
+
+def _options(run: RunRecord) -> dict[str, Any]:
+    """The run's options, flattened, with those an older ferkit did not record at today's
+    defaults (a run from before --sam was added is a run with sam=0), model arguments too."""
+    from ferkit.training.config import TrainConfig
+
+    if not run.config:
+        return {}
+    return {**_flatten(TrainConfig().to_dict()), **_flatten(_model_defaults(run.model)),
+            **_flatten(run.config)}
+
+
+def _recipe(run: RunRecord) -> dict[str, Any]:
+    return {k: v for k, v in _options(run).items()
+            if k not in _RECIPE_SKIP and not k.startswith(_RECIPE_SKIP_PREFIXES)}
+
+
+def _model_defaults(model: str) -> dict[str, Any]:
+    """{"model_kwargs": the keyword defaults of the model's factory} ({} for an unknown one)."""
+    import inspect
+
+    from ferkit.models.registry import get_entry
+
+    try:
+        factory = get_entry(model).factory
+    except ModelError:  # a model this ferkit does not have: its runs compare as recorded
+        return {}
+    return {"model_kwargs": {n: p.default for n, p in inspect.signature(factory).parameters.items()
+                             if p.default is not inspect.Parameter.empty
+                             and n != "num_classes"}}
+
+
+def _implied(key: str, recipe: dict[str, Any]) -> bool:
+    """An aug_* value the recipe's --augment preset sets anyway: left out of its label."""
+    from ferkit.training.config import PRESETS
+
+    preset = PRESETS.get(recipe.get("augment"), {})
+    return key in preset and recipe.get(key) == preset[key]
+
+
 _MISSING = object()
 
 
 def config_diff(runs: list[RunRecord]) -> list[tuple[str, list[Any]]]:
     """(option, value per run) for the options whose values differ (absent = missing)."""
-    flat = [_flatten(r.config) for r in runs]
+    flat = [_options(r) for r in runs]
     keys: list[str] = []
     for f in flat:
         keys += [k for k in f if k not in keys]
@@ -266,15 +319,55 @@ def config_diff(runs: list[RunRecord]) -> list[tuple[str, list[Any]]]:
 def summary_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
     rows = []
     for r in runs:
-        best = r.best
+        best, last = r.best, r.last
         f1, f1_source = r.macro_f1
         rows.append({"run": r.label, "path": str(r.path), "model": r.model,
                      "parameters": r.n_parameters, "epochs": r.epochs,
+                     "last_val_acc": last["val_acc"] if last else None,
                      "best_val_acc": best["val_acc"] if best else None,
                      "best_epoch": best.get("epoch") if best else None,
                      "macro_f1": f1, "macro_f1_source": f1_source,
                      "train_seconds": r.train_seconds})
     return rows
+
+
+@dataclass
+class SeedGroup:
+    """Runs of one recipe (every option equal but the seed): the spread seeds give."""
+
+    label: str
+    runs: list[RunRecord]
+
+    def stats(self, key: str) -> dict[str, float] | None:
+        """Mean, sample standard deviation, min and max of `last` or `best` val accuracy."""
+        values = [m["val_acc"] for r in self.runs if (m := getattr(r, key)) is not None]
+        if not values:
+            return None
+        v = np.asarray(values, dtype=np.float64)
+        return {"n": len(v), "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1
+                else 0.0, "min": float(v.min()), "max": float(v.max())}
+
+    @property
+    def seeds(self) -> list[Any]:
+        return [r.config.get("seed") for r in self.runs]
+
+
+def seed_groups(runs: list[RunRecord]) -> list[SeedGroup]:
+    """Group the runs by recipe, in order of first appearance; each group is labelled by the
+    options that set it apart from the other groups ("all runs" when there is one group)."""
+    keys: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        keys.setdefault(json.dumps(_recipe(r), sort_keys=True, default=str), []).append(r)
+    groups = list(keys.values())
+    recipes = [_recipe(g[0]) for g in groups]
+    differing = [k for k in dict.fromkeys(k for rec in recipes for k in rec)
+                 if len({json.dumps(rec.get(k, "(absent)"), default=str) for rec in recipes}) > 1]
+    out = []
+    for g, rec in zip(groups, recipes, strict=True):
+        label = ", ".join(f"{k}={_value(rec[k]) if k in rec else '(absent)'}"
+                          for k in differing if not _implied(k, rec)) or "all runs"
+        out.append(SeedGroup(label, g))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +455,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:4px 8px}
-th{background:#f4f4f4;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f4f4f4;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.best{font-weight:bold;background:#eef7ee}.muted{color:#888}img{max-width:100%}
 .grid{display:flex;flex-wrap:wrap;gap:12px}.grid figure{margin:0}code{font-size:.9em}
 """
@@ -392,6 +485,15 @@ def _fmt_seconds(s: float) -> str:
     return f"{s:.1f} s"
 
 
+def _spread(st: dict[str, float] | None) -> str:
+    """0.6602 +- 0.0010 (0.6591-0.6612), or the one value."""
+    if st is None:
+        return "-"
+    if st["n"] == 1:
+        return f"{st['mean']:.4f}"
+    return f"{st['mean']:.4f} \u00b1 {st['sd']:.4f} ({st['min']:.4f}-{st['max']:.4f})"
+
+
 def render_html(runs: list[RunRecord], title: str = "ferkit run comparison") -> str:
     rows = summary_rows(runs)
     accs = [r["best_val_acc"] for r in rows if r["best_val_acc"] is not None]
@@ -402,18 +504,21 @@ def render_html(runs: list[RunRecord], title: str = "ferkit run comparison") -> 
              f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by ferkit report</p>"]
 
     parts.append("<h2>Runs</h2><table><tr><th>run</th><th>model</th><th>parameters</th>"
-                 "<th>epochs</th><th>best val acc (epoch)</th><th>macro-F1</th>"
+                 "<th>epochs</th><th>last val acc</th><th>best val acc (epoch)</th>"
+                 "<th>macro-F1</th>"
                  "<th>train time</th></tr>")
     for r in rows:
         acc = r["best_val_acc"]
         cls = "num best" if acc is not None and acc == top and len(runs) > 1 else "num"
         acc_s = "-" if acc is None else f"{acc:.4f} ({r['best_epoch']})"
+        last_s = "-" if r["last_val_acc"] is None else f"{r['last_val_acc']:.4f}"
         f1 = "-" if r["macro_f1"] is None else \
             f"{r['macro_f1']:.4f} <span class=muted>{_esc(r['macro_f1_source'])}</span>"
         params = "-" if r["parameters"] is None else f"{r['parameters']:,}"
         parts.append(f"<tr><td title='{_esc(r['path'])}'>{_esc(r['run'])}</td>"
                      f"<td>{_esc(r['model'])}</td><td class=num>{params}</td>"
-                     f"<td class=num>{r['epochs']}</td><td class='{cls}'>{acc_s}</td>"
+                     f"<td class=num>{r['epochs']}</td><td class=num>{last_s}</td>"
+                     f"<td class='{cls}'>{acc_s}</td>"
                      f"<td class=num>{f1}</td><td class=num>{_fmt_seconds(r['train_seconds'])}"
                      "</td></tr>")
     parts.append("</table>")
@@ -421,6 +526,22 @@ def render_html(runs: list[RunRecord], title: str = "ferkit run comparison") -> 
     if notes:
         parts.append("<ul class=muted>" + "".join(f"<li>{_esc(a)}: {_esc(n)}</li>"
                                                   for a, n in notes) + "</ul>")
+
+    groups = seed_groups(runs)
+    if any(len(g.runs) > 1 for g in groups):
+        parts.append("<h2>Seeds</h2><p class=muted>Runs that share every option but the seed, "
+                     "as one recipe: mean &plusmn; sample standard deviation (min-max) of the "
+                     "last epoch's and the best epoch's val accuracy.</p>"
+                     "<table><tr><th>recipe</th><th>runs</th><th>seeds</th><th>epochs</th>"
+                     "<th>last val acc</th><th>best val acc</th></tr>")
+        for g in groups:
+            epochs = sorted({r.epochs for r in g.runs})
+            ep = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
+            parts.append(f"<tr><td>{_esc(g.label)}</td><td class=num>{len(g.runs)}</td>"
+                         f"<td>{_esc(', '.join(map(str, g.seeds)))}</td><td class=num>{ep}</td>"
+                         f"<td class=num>{_spread(g.stats('last'))}</td>"
+                         f"<td class=num>{_spread(g.stats('best'))}</td></tr>")
+        parts.append("</table>")
 
     parts.append("<h2>Config differences</h2>")
     diff = config_diff(runs)
@@ -477,10 +598,16 @@ def format_summary(runs: list[RunRecord]) -> str:
     for r in summary_rows(runs):
         acc = "-" if r["best_val_acc"] is None else f"{r['best_val_acc']:.4f}"
         f1 = "" if r["macro_f1"] is None else f", macro-F1 {r['macro_f1']:.4f}"
-        lines.append(f"  {r['run']}: {r['model']}, {r['epochs']} epochs, best val acc {acc}{f1}, "
-                     f"{_fmt_seconds(r['train_seconds'])}")
+        last = "-" if r["last_val_acc"] is None else f"{r['last_val_acc']:.4f}"
+        lines.append(f"  {r['run']}: {r['model']}, {r['epochs']} epochs, val acc {last} last, "
+                     f"{acc} best{f1}, {_fmt_seconds(r['train_seconds'])}")
+    groups = seed_groups(runs)
+    if any(len(g.runs) > 1 for g in groups):
+        lines.append("over seeds (last epoch's val acc: mean +- sd (min-max)):")
+        lines += [f"  {g.label}: {len(g.runs)} run{'s' if len(g.runs) > 1 else ''}, "
+                  f"{_spread(g.stats('last')).replace(chr(0xb1), '+-')}" for g in groups]
     return "\n".join(lines)
 
 
-__all__ = ["RunRecord", "collect_runs", "config_diff", "load_run", "render_html",
-           "summary_rows", "write_report"]
+__all__ = ["RunRecord", "SeedGroup", "collect_runs", "config_diff", "load_run", "render_html",
+           "seed_groups", "summary_rows", "write_report"]
