@@ -165,3 +165,16 @@ def test_report_shows_the_seed_table_only_when_a_recipe_repeats(seed_runs, runs,
                                    str(tmp_path / "cli.html")])
     assert res.exit_code == 0, res.output
     assert "over seeds" in res.output and "3 runs" in res.output
+
+
+def test_cli_report_json_gives_each_recipes_statistics(seed_runs, tmp_path):
+    res = CliRunner().invoke(app, ["report", *map(str, seed_runs), "--out",
+                                   str(tmp_path / "j.html"), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert [r["run"] for r in data["runs"]] == ["alpha", "alpha-s1", "alpha-old", "beta"]
+    alpha = data["recipes"][0]
+    assert alpha["runs"] == ["alpha", "alpha-s1", "alpha-old"] and alpha["seeds"] == [0, 1, 7]
+    lasts = [r["last_val_acc"] for r in data["runs"][:3]]
+    assert alpha["last_val_acc"]["mean"] == pytest.approx(sum(lasts) / 3)
+    assert data["recipes"][1]["last_val_acc"]["n"] == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
 
 HELP = """Compare training runs in one self-contained HTML page.
@@ -43,10 +45,16 @@ def report_command(
                              "(each run's own validation faces)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps."),
     title: str = typer.Option("ferkit run comparison", "--title", help="Page title."),
+    as_json: bool = typer.Option(False, "--json", help="Print the runs and the recipes' "
+                                 "statistics as JSON on stdout (the page is written too)."),
 ) -> None:
-    from ferkit.evaluation.report import format_summary, write_report
+    from ferkit.evaluation.report import format_summary, recipe_rows, summary_rows, write_report
 
     path, records = write_report(runs, out, data=data, device=device, title=title)
+    if as_json:
+        typer.echo(json.dumps({"runs": summary_rows(records), "recipes": recipe_rows(records),
+                               "html": str(path)}, indent=1))
+        return
     typer.echo(f"compared {len(records)} runs:")
     typer.echo(format_summary(records))
     typer.echo(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB, self-contained)")

@@ -370,6 +370,14 @@ def seed_groups(runs: list[RunRecord]) -> list[SeedGroup]:
     return out
 
 
+def recipe_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
+    """One row per recipe (see seed_groups): its runs, seeds, and last/best val accuracy stats."""
+    return [{"recipe": g.label, "runs": [r.label for r in g.runs], "seeds": g.seeds,
+             "epochs": sorted({r.epochs for r in g.runs}),
+             "last_val_acc": g.stats("last"), "best_val_acc": g.stats("best")}
+            for g in seed_groups(runs)]
+
+
 # ---------------------------------------------------------------------------------------------
 # figures
 
@@ -609,5 +617,5 @@ def format_summary(runs: list[RunRecord]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["RunRecord", "SeedGroup", "collect_runs", "config_diff", "load_run", "render_html",
-           "seed_groups", "summary_rows", "write_report"]
+__all__ = ["RunRecord", "SeedGroup", "collect_runs", "config_diff", "load_run", "recipe_rows",
+           "render_html", "seed_groups", "summary_rows", "write_report"]
