@@ -45,7 +45,7 @@ Examples:
 
 DEMO_HELP = """Recognise the expressions in the sample photo shipped with ferkit.
 
-The photo holds three public-domain photographs. Prints the faces and writes the annotated \
+The photo holds three public-domain photographs. It prints the faces and writes the annotated \
 photo and a figure with each face's probabilities. Needs no dataset and no network.
 
 Examples:

@@ -463,7 +463,8 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:4px 8px}
-th{background:#f4f4f4;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+th{background:#f4f4f4;text-align:left}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.best{font-weight:bold;background:#eef7ee}.muted{color:#888}img{max-width:100%}
 .grid{display:flex;flex-wrap:wrap;gap:12px}.grid figure{margin:0}code{font-size:.9em}
 """
@@ -493,13 +494,13 @@ def _fmt_seconds(s: float) -> str:
     return f"{s:.1f} s"
 
 
-def _spread(st: dict[str, float] | None) -> str:
-    """0.6602 +- 0.0010 (0.6591-0.6612), or the one value."""
+def _spread(st: dict[str, float] | None, plus_minus: str = "\u00b1") -> str:
+    """0.6602 ± 0.0010 (0.6591-0.6612), or the one value."""
     if st is None:
         return "-"
     if st["n"] == 1:
         return f"{st['mean']:.4f}"
-    return f"{st['mean']:.4f} \u00b1 {st['sd']:.4f} ({st['min']:.4f}-{st['max']:.4f})"
+    return f"{st['mean']:.4f} {plus_minus} {st['sd']:.4f} ({st['min']:.4f}-{st['max']:.4f})"
 
 
 def render_html(runs: list[RunRecord], title: str = "ferkit run comparison") -> str:
@@ -613,7 +614,7 @@ def format_summary(runs: list[RunRecord]) -> str:
     if any(len(g.runs) > 1 for g in groups):
         lines.append("over seeds (last epoch's val acc: mean +- sd (min-max)):")
         lines += [f"  {g.label}: {len(g.runs)} run{'s' if len(g.runs) > 1 else ''}, "
-                  f"{_spread(g.stats('last')).replace(chr(0xb1), '+-')}" for g in groups]
+                  f"{_spread(g.stats('last'), '+-')}" for g in groups]
     return "\n".join(lines)
 
 
