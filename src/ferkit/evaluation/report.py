@@ -351,15 +351,22 @@ class SeedGroup:
     def seeds(self) -> list[Any]:
         return [r.config.get("seed") for r in self.runs]
 
+    @property
+    def epochs(self) -> list[int]:
+        """The epochs its runs finished (one value unless some are still running)."""
+        return sorted({r.epochs for r in self.runs})
+
 
 def seed_groups(runs: list[RunRecord]) -> list[SeedGroup]:
     """Group the runs by recipe, in order of first appearance; each group is labelled by the
     options that set it apart from the other groups ("all runs" when there is one group)."""
-    keys: dict[str, list[RunRecord]] = {}
+    by_key: dict[str, tuple[dict[str, Any], list[RunRecord]]] = {}
     for r in runs:
-        keys.setdefault(json.dumps(_recipe(r), sort_keys=True, default=str), []).append(r)
-    groups = list(keys.values())
-    recipes = [_recipe(g[0]) for g in groups]
+        recipe = _recipe(r)
+        key = json.dumps(recipe, sort_keys=True, default=str)
+        by_key.setdefault(key, (recipe, []))[1].append(r)
+    recipes = [recipe for recipe, _ in by_key.values()]
+    groups = [members for _, members in by_key.values()]
     differing = [k for k in dict.fromkeys(k for rec in recipes for k in rec)
                  if len({json.dumps(rec.get(k, "(absent)"), default=str) for rec in recipes}) > 1]
     out = []
@@ -373,7 +380,7 @@ def seed_groups(runs: list[RunRecord]) -> list[SeedGroup]:
 def recipe_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
     """One row per recipe (see seed_groups): its runs, seeds, and last/best val accuracy stats."""
     return [{"recipe": g.label, "runs": [r.label for r in g.runs], "seeds": g.seeds,
-             "epochs": sorted({r.epochs for r in g.runs}),
+             "epochs": g.epochs,
              "last_val_acc": g.stats("last"), "best_val_acc": g.stats("best")}
             for g in seed_groups(runs)]
 
@@ -544,7 +551,7 @@ def render_html(runs: list[RunRecord], title: str = "ferkit run comparison") -> 
                      "<table><tr><th>recipe</th><th>runs</th><th>seeds</th><th>epochs</th>"
                      "<th>last val acc</th><th>best val acc</th></tr>")
         for g in groups:
-            epochs = sorted({r.epochs for r in g.runs})
+            epochs = g.epochs
             ep = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
             parts.append(f"<tr><td>{_esc(g.label)}</td><td class=num>{len(g.runs)}</td>"
                          f"<td>{_esc(', '.join(map(str, g.seeds)))}</td><td class=num>{ep}</td>"
