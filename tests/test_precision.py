@@ -171,3 +171,16 @@ def test_auto_times_the_real_step_without_touching_the_run(monkeypatch, tmp_path
     assert timed == executions[1]["timed_images_per_s"] and "fp32" in timed
     assert all(v > 0 for v in timed.values())
     assert "timed here:" in executions[0]["why"] and "earlier" in executions[1]["why"]
+
+
+def test_the_timing_key_is_the_architecture_and_batch_not_the_training_statistics():
+    from ferkit.models.normalize import normalized
+    from ferkit.models.registry import create_model
+    from ferkit.training.step_timing import workload_key
+
+    small = create_model("shallow-cnn", num_classes=7)
+    full, holdout = normalized(small, 0.5077, 0.2550), normalized(small, 0.5081, 0.2547)
+    assert workload_key(full, 128) == workload_key(holdout, 128)  # one timing per machine
+    assert workload_key(full, 128) != workload_key(full, 64)
+    other = normalized(create_model("ferkit-small", num_classes=7), 0.5077, 0.2550)
+    assert workload_key(other, 128) != workload_key(full, 128)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ferkit.models.normalize import NormalizedModel
 from ferkit.precision import Precision, StepTimer
 
 
@@ -45,5 +46,7 @@ def step_timer(model: nn.Module, faces: torch.Tensor) -> StepTimer:
 
 def workload_key(model: nn.Module, batch: int) -> str:
     """What makes two runs' step timings interchangeable on one machine: the architecture (its
-    printed layers) and the per-process batch."""
-    return f"{hashlib.sha256(repr(model).encode()).hexdigest()[:16]} batch {batch}"
+    printed layers) and the per-process batch. The training statistics a NormalizedModel holds
+    are left out: they change with the data (a --holdout run, another dataset), not the cost."""
+    net = model.net if isinstance(model, NormalizedModel) else model
+    return f"{hashlib.sha256(repr(net).encode()).hexdigest()[:16]} batch {batch}"
