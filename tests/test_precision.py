@@ -13,7 +13,10 @@ from test_training_helpers import make_face_dataset, tiny_config
 from ferkit import precision as P
 from ferkit.errors import ConfigError
 from ferkit.models.checkpoint import load_checkpoint
+from ferkit.models.normalize import normalized
+from ferkit.models.registry import create_model
 from ferkit.training.config import TrainConfig
+from ferkit.training.step_timing import workload_key
 from ferkit.training.trainer import train
 
 CPU = torch.device("cpu")
@@ -174,10 +177,6 @@ def test_auto_times_the_real_step_without_touching_the_run(monkeypatch, tmp_path
 
 
 def test_the_timing_key_is_the_architecture_and_batch_not_the_training_statistics():
-    from ferkit.models.normalize import normalized
-    from ferkit.models.registry import create_model
-    from ferkit.training.step_timing import workload_key
-
     small = create_model("shallow-cnn", num_classes=7)
     full, holdout = normalized(small, 0.5077, 0.2550), normalized(small, 0.5081, 0.2547)
     assert workload_key(full, 128) == workload_key(holdout, 128)  # one timing per machine
