@@ -32,6 +32,7 @@ from ferkit.models.predictor import Predictor
 from ferkit.training import run_dir as rd
 from ferkit.training.config import TrainConfig
 from ferkit.training.distributed import Dist, from_env
+from ferkit.training.torchrun import exit_code
 from ferkit.training.trainer import train
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or
@@ -240,3 +241,37 @@ def test_amp_auto_is_timed_on_rank_0_and_every_rank_trains_in_its_choice(work):
     assert execution["world_size"] == 2
     assert "fp32" in execution["timed_images_per_s"]  # fp32 NCHW is always a candidate
     assert "timed here" in execution["why"]
+
+
+@pytest.mark.parametrize("launched", [False, True])
+def test_a_torchrun_worker_ends_without_interpreter_teardown_and_loses_no_output(
+        tmp_path, launched):
+    """Under torchrun variables the command skips interpreter finalization (where gloo's threads
+    can abort a finished rank) yet keeps its exit status and its piped, buffered output."""
+    script = ("import atexit, sys\n"
+              "print('started')  # buffered: a pipe is not a terminal\n"
+              "atexit.register(lambda: print('finalized'))\n"
+              "from ferkit.cli.app import main\n"
+              "sys.argv = ['ferkit', *sys.argv[1:]]\n"
+              "main()\n")
+    env = _env(tmp_path)
+    env.pop("PYTHONUNBUFFERED", None)
+    if launched:
+        env.update(RANK="0", WORLD_SIZE="1")
+    run = [sys.executable, "-c", script]
+    version = subprocess.run([*run, "--version"], env=env, capture_output=True, text=True,
+                             timeout=TIMEOUT_S)
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.startswith("started\nferkit ")
+    assert ("finalized" in version.stdout) is not launched
+    failed = subprocess.run([*run, "train", "--data", str(tmp_path / "missing.csv")], env=env,
+                            capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert failed.returncode == 1
+    assert "missing.csv: no such file or folder" in failed.stderr
+    assert failed.stdout.startswith("started")  # only the error was flushed by the command
+
+
+def test_exit_code_reads_a_system_exit_as_the_interpreter_does(capsys):
+    assert [exit_code(SystemExit(c)) for c in (None, 0, 2)] == [0, 0, 2]
+    assert exit_code(SystemExit("bad input")) == 1
+    assert capsys.readouterr().err == "bad input\n"

@@ -10,6 +10,7 @@ import typer
 from ferkit import __version__
 from ferkit.cli import TYPER_SETTINGS
 from ferkit.errors import ConfigError, FerkitError
+from ferkit.training.torchrun import end_worker, exit_code, launched
 
 app = typer.Typer(
     name="ferkit",
@@ -60,8 +61,20 @@ def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 1 (--debug: traceback);
     an option with a bad value (ConfigError) exits 2, as Typer's own usage errors do.
 
-    Typer's standalone mode handles --help, usage errors (exit 2) and Ctrl-C itself.
+    Typer's standalone mode handles --help, usage errors (exit 2) and Ctrl-C itself. A torchrun
+    worker ends through end_worker, which skips the interpreter's teardown (see there).
     """
+    if not launched():
+        _run_app()
+        return
+    try:
+        _run_app()
+    except SystemExit as exc:
+        end_worker(exit_code(exc))
+    end_worker(0)
+
+
+def _run_app() -> None:
     try:
         app()
     except FerkitError as exc:

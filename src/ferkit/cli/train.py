@@ -87,7 +87,7 @@ def _train_command(ctx: typer.Context, cls: type, config_file: Path | None = Non
     if nproc < 0:
         raise ConfigError(f"--nproc must be >= 0 (0 or 1 = this process only), got {nproc}")
     if nproc > 1:
-        from ferkit.training.distributed import launched
+        from ferkit.training.torchrun import launched
 
         if not launched():
             _launch(nproc)  # exits with torchrun's status

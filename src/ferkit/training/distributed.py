@@ -37,6 +37,7 @@ from torch import nn
 
 from ferkit.devices import cpu_count, resolve_device
 from ferkit.errors import ConfigError, FerkitError
+from ferkit.training.torchrun import launched
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +144,6 @@ def from_env(environ: dict[str, str] | None = None) -> Dist:
         raise ConfigError(f"environment: RANK={rank}, WORLD_SIZE={world}: expected "
                           "0 <= RANK < WORLD_SIZE")
     return Dist(rank, world, values["LOCAL_RANK"], max(values["LOCAL_WORLD_SIZE"], 1))
-
-
-def launched() -> bool:
-    """Whether this process was started by torchrun (even as the only process)."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
 def env_rank() -> int:
