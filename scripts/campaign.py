@@ -128,8 +128,8 @@ def save(job: dict) -> None:
     stored.mkdir(parents=True, exist_ok=True)
     ckpt.pop("path", None)
     save_checkpoint(stored / rd.LAST, compact_checkpoint(ckpt))
-    for name in (rd.CONFIG, rd.METRICS):
-        shutil.copy2(run / name, stored / name)
+    shutil.copy2(run / rd.CONFIG, stored / rd.CONFIG)
+    rd.rewrite_metrics(stored, ckpt["history"])  # the epochs last.pt holds, no later line
     book_segment(job, ckpt["epoch"], (run / rd.LAST).stat().st_mtime)
     size = (stored / rd.LAST).stat().st_size / 2**20
     print(f"saved {job['id']} at epoch {ckpt['epoch']}/{job['epochs']} to {stored} "
