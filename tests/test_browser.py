@@ -119,6 +119,22 @@ def test_photo_upload_shows_boxes_labels_and_bars(page, tmp_path):
     keep_screenshot(page, tmp_path, "photo.png")
 
 
+def test_why_button_shows_the_saliency_map_of_a_face(page, tmp_path):
+    page.set_input_files("#file-input", str(PHOTO))
+    page.wait_for_selector("#faces .face-card .why-btn", timeout=60_000)
+    page.click("#faces .face-card .why-btn")
+    page.wait_for_function("() => { const i = document.querySelector('#faces .why-img');"
+                           " return i !== null && i.complete && i.naturalWidth > 0; }",
+                           timeout=60_000)
+    # the aligned face beside its map, 144 px each (a data: URL, which the page's CSP allows)
+    assert page.evaluate("document.querySelector('#faces .why-img').naturalWidth") == 288
+    assert "map of" in page.inner_text("#faces .why-note")
+    assert page.inner_text("#faces .why-btn").strip() == "Hide why"
+    keep_screenshot(page, tmp_path, "why.png")
+    page.click("#faces .face-card .why-btn")
+    assert not page.is_visible("#faces .why-out")
+
+
 def test_undecodable_upload_shows_the_server_error(page, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")

@@ -64,7 +64,7 @@ def save_v1(path, net, arch="shallow-cnn", arch_kwargs=None, mean=0.45, std=0.2,
 def test_bundled_model_gives_the_version_1_probabilities():
     """The bundled model (either version on disk) classifies exactly as its bare architecture
     on faces normalised by hand with the statistics the file records."""
-    raw = torch.load(DEFAULT_WEIGHTS, map_location="cpu", weights_only=False)
+    raw = torch.load(DEFAULT_WEIGHTS, map_location="cpu", weights_only=True)
     assert raw.get("version", 1) in (1, VERSION)
     state, norm = raw["state_dict"], raw["normalization"]
     if raw["version"] == VERSION:  # the wrapper's buffers must agree with the recorded numbers
@@ -93,7 +93,7 @@ def test_version_1_checkpoint_converts_on_load_with_identical_probabilities(tmp_
                                   expected)
     # saved again (now version 2) it loads to the same model
     save_checkpoint(tmp_path / "v2.pt", ckpt)
-    assert torch.load(tmp_path / "v2.pt", weights_only=False)["version"] == 2
+    assert torch.load(tmp_path / "v2.pt", weights_only=True)["version"] == 2
     np.testing.assert_array_equal(Predictor.load(tmp_path / "v2.pt", device="cpu")
                                   .predict_proba(faces), expected)
 
@@ -103,7 +103,7 @@ def test_unversioned_hand_built_payloads_are_version_1(tmp_path):
     save_checkpoint(tmp_path / "old.pt", {"arch": "shallow-cnn", "classes": list(CLASSES),
                                           "normalization": {"mean": 0.5, "std": 0.25},
                                           "state_dict": net.state_dict()})
-    assert torch.load(tmp_path / "old.pt", weights_only=False)["version"] == 1
+    assert torch.load(tmp_path / "old.pt", weights_only=True)["version"] == 1
     faces = synthetic_faces(4)
     np.testing.assert_array_equal(
         Predictor.load(tmp_path / "old.pt", device="cpu").predict_proba(faces),

@@ -150,3 +150,47 @@ def test_terminal_progress_stays_readable_at_80_columns():
     assert "224/224" in text  # the live bar kept its step column
     finished = [ln for ln in text.splitlines() if ln.startswith("epoch 2/150  loss")]
     assert finished and "val 100.0% best" in finished[0], text
+
+
+def test_resume_from_another_folder_finds_the_data_or_names_it(csv_path, tmp_path, monkeypatch,
+                                                                capsys):
+    """config.json keeps --data as given (relative) and its absolute path beside it: --resume
+    works from any folder; where neither exists, the error names the dataset and --data."""
+    import shutil
+
+    from cli_support import run_ferkit
+
+    from ferkit.errors import DataError
+    from ferkit.training.config import TrainConfig
+    from ferkit.training.trainer import train
+
+    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
+    started.mkdir(), elsewhere.mkdir()
+    shutil.copy(csv_path, started / "faces.csv")
+    out = tmp_path / "run"
+    monkeypatch.chdir(started)  # the run, stopped after epoch 1 of 3 (as a kill would)
+    cut = train(TrainConfig(data="faces.csv", model=TINY_MODEL, model_kwargs=dict(TINY_KWARGS),
+                            epochs=3, batch_size=16, device="cpu", threads=1, amp="off",
+                            out=str(out)), on_epoch=lambda m: True)
+    assert cut.stopped_by_callback
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"] == "faces.csv"
+    assert config["execution"]["data_resolved"] == str(started / "faces.csv")
+
+    monkeypatch.chdir(elsewhere)  # through the API (train loads the data), then the CLI
+    again = train(TrainConfig(out=str(out), resume=True, device="cpu", threads=1),
+                  on_epoch=lambda m: True)
+    assert [m.epoch for m in again.history] == [1, 2]
+    result = runner.invoke(app, ["train", "--resume", "--out", str(out), "--device", "cpu",
+                                 "--threads", "1"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+    (started / "faces.csv").rename(started / "moved.csv")  # e.g. resumed on another machine
+    result = runner.invoke(app, ["train", "--resume", "--out", str(out), "--device", "cpu"])
+    assert isinstance(result.exception, DataError)
+    code, _, err = run_ferkit(monkeypatch, capsys, "train", "--resume", "--out", out)
+    assert code == 1 and "--data" in err and str(started / "faces.csv") in err, err
+    result = runner.invoke(app, ["train", "--resume", "--out", str(out), "--device", "cpu",
+                                 "--threads", "1", "--data", str(started / "moved.csv")])
+    assert result.exit_code == 0, result.output + repr(result.exception)

@@ -172,3 +172,64 @@ def test_a_failed_export_falls_back_to_pytorch_unless_onnxruntime_was_asked_for(
     assert "ONNX export failed (unsupported operator)" in caplog.text
     with pytest.raises(ModelError, match="ONNX export failed"):
         load_classifier(ckpt, backend="onnxruntime")
+
+
+def test_evaluate_takes_an_exported_onnx_file(tiny, tmp_path, monkeypatch, capsys):
+    """`ferkit evaluate --model m.onnx` gives the checkpoint's metrics (the file users ship)."""
+    import json
+
+    from synth import make_csv_dataset
+
+    monkeypatch.setenv("FERKIT_CACHE_DIR", str(tmp_path / "cache"))
+    ckpt, onnx_file = tiny
+    csv = make_csv_dataset(tmp_path, n_per_class=6)
+    reports = {}
+    for name, model in (("onnx", onnx_file), ("checkpoint", ckpt)):
+        code, out, err = run_ferkit(monkeypatch, capsys, "evaluate", "--model", model, "--data",
+                                    csv, "--json", "--device", "cpu", "--tta", "flip")
+        assert code == 0, err
+        reports[name] = json.loads(out)
+    onnx_report, torch_report = reports["onnx"], reports["checkpoint"]
+    assert onnx_report["model"] == str(onnx_file) and onnx_report["arch"] == "shallow-cnn"
+    assert onnx_report["confusion_matrix"] == torch_report["confusion_matrix"]
+    assert onnx_report["accuracy"] == torch_report["accuracy"] and onnx_report["n"] == 8
+    code, _, err = run_ferkit(monkeypatch, capsys, "evaluate", "--model", onnx_file, "--data",
+                              csv, "--device", "cuda")
+    assert code == 1 and "runs on the CPU" in err
+
+
+def test_commands_that_need_the_checkpoint_say_so_for_an_onnx_file(tiny, tmp_path, monkeypatch,
+                                                                   capsys):
+    """ensemble and train --teacher need the weights: a clear error, not an unpickling one."""
+    from synth import make_csv_dataset
+
+    from ferkit.models.checkpoint import load_checkpoint
+
+    _, onnx_file = tiny
+    with pytest.raises(ModelError, match="ONNX models are not supported here: use the checkpoint"):
+        load_checkpoint(onnx_file)
+    csv = make_csv_dataset(tmp_path, n_per_class=4)
+    for args in (["ensemble", onnx_file, "default", "--out", tmp_path / "ens.pt"],
+                 ["train", "--data", csv, "--teacher", onnx_file, "--epochs", "1",
+                  "--device", "cpu", "--threads", "1", "--amp", "off", "--out", tmp_path / "run"]):
+        code, _, err = run_ferkit(monkeypatch, capsys, *args)
+        assert code == 1 and "ONNX models are not supported here: use the checkpoint" in err, err
+        assert str(onnx_file) in err
+
+
+def test_serve_with_several_workers_checks_an_onnx_file_in_the_parent(tiny, monkeypatch, capsys):
+    """--workers > 1 loads the model in the parent first (to fail fast): an .onnx file too."""
+    pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+    import uvicorn
+
+    from ferkit.serving.app import ENV_CONFIG
+
+    _, onnx_file = tiny
+    started = {}
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: started.update(kw, target=target))
+    monkeypatch.setattr("ferkit.cli.serve._check_port", lambda host, port: None)
+    monkeypatch.setenv(ENV_CONFIG, "")  # serve sets it for its workers: restored afterwards
+    code, out, err = run_ferkit(monkeypatch, capsys, "serve", "--model", onnx_file, "--workers",
+                                "2", "--device", "cpu")
+    assert code == 0, err
+    assert started["workers"] == 2 and "(shallow-cnn)" in out

@@ -171,6 +171,24 @@ def test_pluggable_detector(checkpoint):
     assert faces[0].landmarks == []
 
 
+
+def test_min_confidence_applies_to_a_given_detectors_faces(checkpoint):
+    """min_confidence is the recognizer's threshold whatever detects the faces, not only the
+    YuNet it builds (a plain detect(rgb) object applies none of its own)."""
+
+    class Plain:
+        def detect(self, rgb):
+            return [Detection((10.0, 20.0, 30.0, 30.0), 0.9), Detection((50.0, 20.0, 30.0, 30.0),
+                                                                       0.4)]
+
+    picture = np.full((100, 100, 3), 100, np.uint8)
+    scores = [[f.detection_score for f in Recognizer(model=str(checkpoint), detector=Plain(),
+                                                     min_confidence=m).predict(picture)]
+              for m in (0.5, 0.3, 0.95)]
+    assert scores == [[pytest.approx(0.9)], [pytest.approx(0.9), pytest.approx(0.4)], []]
+    with pytest.raises(ValueError, match="min_confidence"):
+        Recognizer(model=str(checkpoint), detector=Plain(), min_confidence=1.5)
+
 def test_missing_model_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="no such checkpoint"):
         Recognizer(model=str(tmp_path / "nope.pt"))

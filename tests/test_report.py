@@ -179,3 +179,20 @@ def test_cli_report_json_gives_each_recipes_statistics(seed_runs, tmp_path):
     lasts = [r["last_val_acc"] for r in data["runs"][:3]]
     assert alpha["last_val_acc"]["mean"] == pytest.approx(sum(lasts) / 3)
     assert data["recipes"][1]["last_val_acc"]["n"] == 1
+
+
+def test_recipes_follow_the_training_configs_runtime_split(runs, tmp_path):
+    """Which options are the recipe is training.config's to say: runs that differ only in
+    runtime options (RUNTIME_FIELDS, what --resume takes from the caller) are one recipe, and
+    one that differs in eval_batch_size (a Recipe field) is another."""
+    from ferkit.evaluation.report import seed_groups
+    from ferkit.training.config import RUNTIME_FIELDS
+
+    elsewhere = _copy_run(runs[0], tmp_path / "elsewhere", seed=3, device="cuda", compile=True,
+                          data="other/fer2013.zip", dist_timeout=60.0, threads=4)
+    assert {"device", "compile", "data", "dist_timeout"} <= set(RUNTIME_FIELDS)
+    other_eval = _copy_run(runs[0], tmp_path / "eval-batch", eval_batch_size=64)
+    groups = seed_groups([load_run(runs[0]), load_run(elsewhere), load_run(other_eval)])
+    assert [[r.label for r in g.runs] for g in groups] == [["alpha", "elsewhere"],
+                                                           ["eval-batch"]]
+    assert [g.label for g in groups] == ["eval_batch_size=0", "eval_batch_size=64"]

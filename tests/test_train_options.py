@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import re
 import subprocess
 import sys
@@ -131,6 +132,33 @@ def test_type_errors_name_the_option():
     result = runner.invoke(app, ["train", "--data", "x", "--epochs", "many"])
     assert result.exit_code == 2 and "--epochs" in result.output
 
+
+
+def _bad_value(f: dataclasses.Field):
+    """A value the field's checks refuse (None where it has none)."""
+    m = f.metadata
+    if m["choices"]:
+        return "not-a-choice"
+    if m["bounds"]:
+        return m["bounds"][1] + 1 if m["bounds"][1] != math.inf else -1
+    if m["positive"] or m["non_negative"]:
+        return -1
+    return None
+
+
+def test_value_errors_name_every_option_as_its_flag():
+    """Every check's message names the option as typed (--distill-targets, not
+    --distill_targets)."""
+    checked = [f for f in dataclasses.fields(TrainConfig) if _bad_value(f) is not None]
+    assert "distill_targets" in {f.name for f in checked}
+    for f in checked:
+        with pytest.raises(ConfigError) as exc:
+            TrainConfig(**{f.name: _bad_value(f)}).validated()
+        assert str(exc.value).startswith(flag_of(f) + " "), (f.name, str(exc.value))
+    with pytest.raises(ConfigError, match=r"^--distill-targets 'cached': expected one of"):
+        TrainConfig(distill_targets="cached").validated()
+    with pytest.raises(ConfigError, match=r"^--ema must be in"):
+        TrainConfig(ema=2.0).validated()
 
 def test_bench_set_goes_through_the_same_check():
     cmd = [sys.executable, str(ROOT / "bench" / "time_to_accuracy.py"), "--data", "none.zip",

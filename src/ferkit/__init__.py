@@ -1,8 +1,8 @@
 """ferkit: facial expression recognition on FER2013."""
 
 from ferkit.classes import CLASSES
+from ferkit.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["CLASSES", "Recognizer", "__version__", "load_dataset"]
 
 

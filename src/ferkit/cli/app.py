@@ -7,10 +7,10 @@ import sys
 
 import typer
 
-from ferkit import __version__
 from ferkit.cli import TYPER_SETTINGS
-from ferkit.errors import ConfigError, FerkitError
+from ferkit.errors import ConfigError, FerkitError, printable
 from ferkit.training.torchrun import end_worker, exit_code, launched
+from ferkit.version import __version__
 
 app = typer.Typer(
     name="ferkit",
@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 
 _state = {"debug": False}
+# what an error line may hold unescaped besides printable text (errors.printable escapes the rest)
+_KEEP = "\n\t"
 
 
 def _version(value: bool) -> None:
@@ -48,9 +50,20 @@ def _root(
 
 
 def _register_commands() -> None:
-    from ferkit.cli import data, evaluate, export, models, predict, report, serve, sweep, train
+    from ferkit.cli import (
+        data,
+        evaluate,
+        explain,
+        export,
+        models,
+        predict,
+        report,
+        serve,
+        sweep,
+        train,
+    )
 
-    for module in (data, models, train, evaluate, export, predict, serve, sweep, report):
+    for module in (data, models, train, evaluate, export, predict, explain, serve, sweep, report):
         module.register(app)
 
 
@@ -59,7 +72,9 @@ _register_commands()
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 1 (--debug: traceback);
-    an option with a bad value (ConfigError) exits 2, as Typer's own usage errors do.
+    an option with a bad value (ConfigError) exits 2, as Typer's own usage errors do. The line
+    goes through errors.printable: a file name or file bytes it quotes cannot drive the
+    terminal.
 
     Typer's standalone mode handles --help, usage errors (exit 2) and Ctrl-C itself. A torchrun
     worker ends through end_worker, which skips the interpreter's teardown (see there).
@@ -80,11 +95,11 @@ def _run_app() -> None:
     except FerkitError as exc:
         if _state["debug"]:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {printable(exc, keep=_KEEP)}", err=True)
         sys.exit(2 if isinstance(exc, ConfigError) else 1)
     except Exception as exc:
         if _state["debug"]:
             raise
-        typer.echo(f"error: {exc.__class__.__name__}: {exc} (run with --debug for a traceback)",
-                   err=True)
+        typer.echo(f"error: {exc.__class__.__name__}: {printable(exc, keep=_KEEP)} (run with "
+                   "--debug for a traceback)", err=True)
         sys.exit(1)

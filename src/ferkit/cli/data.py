@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ferkit.cli import TYPER_SETTINGS
-from ferkit.errors import DataError
+from ferkit.errors import DataError, printable
 
 SOURCE_HELP = ("fer2013.csv, a Kaggle image folder or zip (train/<class>/*.jpg, "
                "test/<class>/*.jpg), or a folder/zip of <class>/ folders.")
@@ -72,8 +72,8 @@ def _entries(n: int, kind: str = "") -> str:
 
 def _print_entries(console, head: str, rows: list[tuple[str, str]], limit: int) -> None:
     console.print(f"[yellow]{head}[/]", highlight=False)
-    for entry, text in rows[:limit]:
-        console.print(f"  {entry}: {text}", highlight=False, markup=False)
+    for entry, text in rows[:limit]:  # names and decoder messages come from the files
+        console.print(printable(f"  {entry}: {text}"), highlight=False, markup=False)
     if len(rows) > limit:
         console.print(f"  ... and {len(rows) - limit} more (--json lists all)", highlight=False)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from ferkit.errors import FerkitError
+from ferkit.tta import TTA_HELP, TTA_METAVAR, check_tta
 
 EVALUATE_HELP = """Measure a model on one split: accuracy, F1, confusion matrix.
 
@@ -25,6 +26,8 @@ Examples:
       --tta flip --json
 
   ferkit evaluate --model ensemble.pt --data faces/ --out report/
+
+  ferkit evaluate --model ferkit-int8.onnx --data fer2013.zip
 """
 
 ENSEMBLE_HELP = """Combine trained models into one checkpoint that averages them.
@@ -48,16 +51,15 @@ Examples:
 
 def evaluate_command(
     model: str = typer.Option("default", "--model", "-m", metavar="MODEL",
-                              help="Run directory (uses its best.pt), checkpoint file, or "
-                                   "'default' for the bundled model."),
+                              help="Run directory (uses its best.pt), checkpoint file, "
+                                   "'default' for the bundled model, or a `ferkit export` .onnx "
+                                   "file (run with onnxruntime)."),
     data: str = typer.Option(..., "--data", "-d", metavar="PATH",
                              help="Dataset: fer2013.csv, an image folder or a zip of either."),
     split: str | None = typer.Option(None, "--split", metavar="NAME",
                                      help="Split to evaluate (train, val, test). "
                                           "Default: test, else val, else the only one."),
-    tta: str = typer.Option("none", "--tta", metavar="none|flip|tencrop",
-                            help="Test-time augmentation: average over the mirror image (flip) "
-                                 "or 5 crops x 2 flips (tencrop)."),
+    tta: str = typer.Option("none", "--tta", metavar=TTA_METAVAR, help=TTA_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON on stdout."),
     out: Path | None = typer.Option(None, "--out", "-o", metavar="DIR",
                                     help="Also write metrics.json, predictions.csv, "
@@ -72,7 +74,6 @@ def evaluate_command(
     from rich.console import Console
 
     from ferkit.errors import ConfigError
-    from ferkit.models.inference import check_tta
 
     try:
         check_tta(tta)  # before the data is loaded
@@ -80,10 +81,9 @@ def evaluate_command(
         raise FerkitError(f"--tta {tta}: {exc}") from None
     err = Console(stderr=True)
     from ferkit.cli.data import load_with_progress, report_skipped
-    from ferkit.evaluation.evaluate import evaluate
-    from ferkit.models.predictor import Predictor
+    from ferkit.evaluation.evaluate import evaluate, load_predictor
 
-    predictor = Predictor.load(model, device=device)
+    predictor = load_predictor(model, device=device)
     dataset = load_with_progress(data, skip_bad, err)
     report_skipped(dataset, err)
     busy = (err.status(f"evaluating on {predictor.device}", spinner="dots") if err.is_terminal

@@ -15,6 +15,7 @@ import typer
 
 from ferkit.errors import FerkitError
 from ferkit.recognition.sizes import DETECT_SIZE, DETECT_SIZE_HELP
+from ferkit.tta import TTA_HELP, TTA_METAVAR, check_tta
 
 PREDICT_HELP = """Find the faces in images, folders or videos; name each expression.
 
@@ -30,6 +31,11 @@ read gives {"input": ..., "error": ...}.
 --out DIR writes annotated copies of the images, results.csv (one row per face) and, per \
 video, an annotated video, per-frame CSV and JSON and a timeline plot. Videos are always \
 written somewhere: to --out, else to ./ferkit-out.
+
+In a video each face is followed from frame to frame: it keeps a track id, and its \
+probabilities are averaged along the track (--smooth SECONDS, 0 for none). The label drawn \
+is the smoothed one; the CSV and JSON hold the raw and the smoothed probabilities, and the \
+JSON and the closing lines a summary per track (time on screen, share of each expression).
 
 One unreadable file does not stop the others; they are counted and listed at the end. The \
 exit code is 0 when at least one input was processed, 1 when every input failed.
@@ -57,7 +63,8 @@ Examples:
 
 WEBCAM_HELP = """Live expression recognition from a camera, in a window.
 
-It shows boxes, labels and frames per second. Press q or Esc to quit.
+It shows boxes, labels and frames per second. Each face keeps a track id and its label is \
+smoothed over --smooth seconds. Press q or Esc to quit.
 
 Needs a display and an OpenCV build with GUI support (ferkit installs the headless one: \
 `pip uninstall -y opencv-python-headless && pip install opencv-python`).
@@ -76,6 +83,25 @@ MIN_CONFIDENCE_OPTION = typer.Option(0.5, "--min-confidence", min=0.0, max=1.0,
                                      help="Face detector confidence threshold (0-1).")
 DETECT_SIZE_OPTION = typer.Option(DETECT_SIZE, "--detect-size", min=0, metavar="PX",
                                   help=DETECT_SIZE_HELP)
+# ferkit.recognition.tracking.DEFAULT_SMOOTH, repeated: that module needs numpy, which the
+# command line does not import to show --help (a test keeps the two equal).
+DEFAULT_SMOOTH = 0.5
+SMOOTH_OPTION = typer.Option(DEFAULT_SMOOTH, "--smooth", min=0.0, metavar="SECONDS",
+                             help="Videos and webcam: time constant (s) of the moving average "
+                                  "of each tracked face's probabilities; the label drawn is "
+                                  "the smoothed one (0: off, each frame's own label).")
+
+
+def _tracking(smooth: float):
+    """The TrackerConfig for --smooth, checked before any model loads; a bad value is a usage
+    error naming the option."""
+    from ferkit.errors import ConfigError
+    from ferkit.recognition.tracking import TrackerConfig
+
+    try:
+        return TrackerConfig(smooth=smooth)
+    except ConfigError as exc:
+        raise ConfigError(f"--smooth {smooth}: {exc}") from None
 
 
 def _rate_column():
@@ -143,12 +169,11 @@ def predict(
                                          "outputs here."),
     every: int = typer.Option(1, "--every", min=1, metavar="K",
                               help="Videos: recognise every K-th frame only (faster)."),
+    smooth: float = SMOOTH_OPTION,
     device: str = DEVICE_OPTION,
     min_confidence: float = MIN_CONFIDENCE_OPTION,
     detect_size: int = DETECT_SIZE_OPTION,
-    tta: str = typer.Option("none", "--tta", metavar="TTA",
-                            help="none | flip | tencrop: test-time augmentation for the "
-                                 "classifier."),
+    tta: str = typer.Option("none", "--tta", metavar=TTA_METAVAR, help=TTA_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress",
                                   help="Progress bars on stderr."),
     workers: int = typer.Option(0, "--workers", min=0, metavar="N",
@@ -165,7 +190,6 @@ def predict(
     )
 
     from ferkit.errors import ConfigError
-    from ferkit.models.inference import check_tta
     from ferkit.recognition.batch import ItemResult, collect_inputs, run_batch
     from ferkit.recognition.recognizer import Recognizer
 
@@ -173,6 +197,7 @@ def predict(
         check_tta(tta)  # before any image is read
     except ConfigError as exc:  # a bad value, not a usage error: exit code 1
         raise FerkitError(f"--tta {tta}: {exc}") from None
+    tracking = _tracking(smooth)
     console = Console()
     err = Console(stderr=True)
     items = collect_inputs(list(inputs))
@@ -207,7 +232,8 @@ def predict(
 
     with bar:
         summary = run_batch(rec, items, out=out, every=every, workers=workers,
-                            on_result=on_result, on_frame=on_frame)
+                            on_result=on_result, on_frame=on_frame,
+                            tracking=tracking)
 
     if not json_out and table_rows:
         console.print(faces_table(table_rows))
@@ -230,14 +256,28 @@ def predict(
         raise FerkitError(f"every input failed ({summary.failed} of {total})")
 
 
+# Tracks listed under a video (the longest); all of them are in the JSON.
+MAX_TRACKS_SHOWN = 10
+
+
 def _video_note(result, every: int) -> str:
-    """The closing lines about one video (the table is for images)."""
+    """The closing lines about one video (the table is for images): one line per track."""
     counts = ", ".join(f"{k} {v}" for k, v in sorted(result.summary().items(),
                                                       key=lambda kv: -kv[1])) or "none"
-    return (f"[bold]{result.input}[/bold]: {result.frames_read} frames at {result.fps:.1f} fps, "
-            f"{len(result.frames)} processed (every {every}), {result.n_faces} face(s); "
-            f"largest face per frame: {counts}\n  wrote {result.outputs['video']}, "
-            f"{result.outputs['csv']}, {result.outputs['json']}, {result.outputs['plot']}")
+    lines = [f"[bold]{result.input}[/bold]: {result.frames_read} frames at {result.fps:.1f} "
+             f"fps, {len(result.frames)} processed (every {every}), {result.n_faces} face(s) "
+             f"in {len(result.tracks)} track(s); largest face per frame: {counts}"]
+    longest = sorted(result.tracks, key=lambda t: -t.frames)[:MAX_TRACKS_SHOWN]
+    for t in sorted(longest, key=lambda t: t.track):
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in t.expressions.items())
+        lines.append(f"  track {t.track}: {t.start:.1f}-{t.end:.1f} s ({t.duration:.1f} s on "
+                     f"screen, {t.frames} frames): {shares}")
+    if len(result.tracks) > len(longest):
+        lines.append(f"  ... {len(result.tracks) - len(longest)} shorter track(s) in "
+                     f"{result.outputs['json']}")
+    lines.append(f"  wrote {result.outputs['video']}, {result.outputs['csv']}, "
+                 f"{result.outputs['json']}, {result.outputs['plot']}")
+    return "\n".join(lines)
 
 
 def webcam(
@@ -247,15 +287,17 @@ def webcam(
     device: str = DEVICE_OPTION,
     min_confidence: float = MIN_CONFIDENCE_OPTION,
     detect_size: int = DETECT_SIZE_OPTION,
+    smooth: float = SMOOTH_OPTION,
 ) -> None:
     from ferkit.recognition.live import check_display, run_webcam
     from ferkit.recognition.recognizer import Recognizer
 
+    _tracking(smooth)
     check_display()  # before loading the model: fail fast on a headless machine
     rec = Recognizer(model=model, device=device, min_confidence=min_confidence,
                      detect_size=detect_size)
     start = time.perf_counter()
-    frames = run_webcam(rec, camera)
+    frames = run_webcam(rec, camera, smooth=smooth)
     elapsed = time.perf_counter() - start
     typer.echo(f"{frames} frames in {elapsed:.1f} s ({frames / max(elapsed, 1e-9):.1f} FPS)")
 

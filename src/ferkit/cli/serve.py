@@ -137,9 +137,12 @@ def serve(
         target = app
     else:
         from ferkit.models.checkpoint import load_checkpoint
+        from ferkit.models.onnx_predictor import OnnxPredictor, is_onnx_file
 
-        ckpt = load_checkpoint(model)  # fail fast in the parent; each worker loads its own copy
-        info = {"name": model, "arch": ckpt.get("arch"), "device": device}
+        # fail fast in the parent (an exported .onnx too); each worker loads its own copy
+        arch = (OnnxPredictor.load(model).arch if is_onnx_file(model)
+                else load_checkpoint(model).get("arch"))
+        info = {"name": model, "arch": arch, "device": device}
         os.environ[ENV_CONFIG] = json.dumps(config)
         target = "ferkit.serving.app:create_app_from_env"
     batch = f"batching on (<= {max_batch} faces, {batch_wait_ms:g} ms)" if batching \

@@ -94,7 +94,8 @@ def sweep_command(
                                "space's, else ferkit train's)."),
     limit: int = typer.Option(None, "--limit", help="Train on the first N training images only."),
     batch_size: int = typer.Option(None, "--batch-size", "-b"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps."),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps "
+                               "(default: the space's, else auto)."),
     seed: int = typer.Option(None, "--seed", help="Training seed of every trial."),
     storage: str = typer.Option(None, "--storage", help="Optuna storage URL (default "
                                 "sqlite:///runs/sweeps.db); a bare path is a SQLite file."),

@@ -222,11 +222,13 @@ def _load_data(config, console, quiet: bool):
     """The dataset, with a progress bar while decoding (a cache miss); None lets train() load it."""
     from ferkit.cli.data import load_with_progress
     from ferkit.data import load_dataset
+    from ferkit.training import run_dir as rd
 
     path = config.data
-    if not path and config.resume and config.out:
-        saved = Path(config.out) / "config.json"
+    if not path and config.resume and config.out:  # the run's own, found from any folder
+        saved = Path(config.out) / rd.CONFIG
         path = json.loads(saved.read_text()).get("data", "") if saved.exists() else ""
+        path = rd.saved_data(Path(config.out), path)
     if not path:
         return None
     return load_dataset(path) if quiet else load_with_progress(path, console=console)

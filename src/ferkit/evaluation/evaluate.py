@@ -23,10 +23,11 @@ import numpy as np
 from ferkit.classes import CLASSES, class_index
 from ferkit.errors import DataError, FerkitError, ModelError
 from ferkit.evaluation.metrics import classification_metrics
-from ferkit.models.inference import check_tta
+from ferkit.tta import check_tta
 
 if TYPE_CHECKING:
     from ferkit.data.dataset import FaceDataset
+    from ferkit.models.onnx_predictor import OnnxPredictor
     from ferkit.models.predictor import Predictor
 
 
@@ -193,22 +194,35 @@ def map_labels(labels: np.ndarray, model_classes: tuple[str, ...] | list[str],
     return mapping[labels]
 
 
+def load_predictor(model: str | Path, device: str = "auto") -> Predictor | OnnxPredictor:
+    """The model to evaluate: a checkpoint ('default', a run directory, a .pt file) in PyTorch,
+    or a `ferkit export` .onnx file in onnxruntime (the file a user ships, int8 included)."""
+    from ferkit.models.onnx_predictor import OnnxPredictor, is_onnx_file
+    from ferkit.models.predictor import Predictor
+
+    if not is_onnx_file(model):
+        return Predictor.load(model, device=device)
+    if device not in ("auto", "cpu"):
+        raise ModelError(f"{model}: an ONNX model runs on the CPU (onnxruntime): use --device "
+                         "cpu or auto, or evaluate the checkpoint it was exported from")
+    return OnnxPredictor.load(model)
+
+
 def evaluate(predictor: Predictor | str | Path, dataset: FaceDataset | str | Path,
              split: str | None = None, tta: str = "none", batch_size: int = 256
              ) -> EvaluationReport:
     """Classify one split of `dataset` with `predictor` and compute the metrics.
 
-    `predictor` may also be a checkpoint spec for Predictor.load (run dir, .pt, "default") and
-    `dataset` a path for load_dataset. `split` None picks test, else val, else the only split.
-    `tta` is none, flip (average with the mirror image) or tencrop (pad 4 px, 5 crops x 2 flips).
+    `predictor` may also be a checkpoint spec for Predictor.load (run dir, .pt, "default") or an
+    exported .onnx file (see load_predictor), and `dataset` a path for load_dataset. `split`
+    None picks test, else val, else the only split.
+    `tta`: one of ferkit.tta.TTA_MODES (see TTA_DESCRIPTIONS there).
     """
     check_tta(tta)
     if batch_size < 1:
         raise FerkitError(f"batch size must be at least 1, got {batch_size}")
     if not hasattr(predictor, "predict_proba"):
-        from ferkit.models.predictor import Predictor
-
-        predictor = Predictor.load(predictor)
+        predictor = load_predictor(predictor)
     if isinstance(dataset, (str, Path)):
         from ferkit.data import load_dataset
 

@@ -29,9 +29,6 @@ METRICS = "metrics.jsonl"
 _DIFF_SKIP = ("out", "resume", "threads", "num_workers", "eval_batch_size")
 # Measurements in config.json's execution record, not choices: they differ between any two runs.
 _DIFF_SKIP_PREFIXES = ("execution.timed_images_per_s.", "execution.why")
-# Runs that differ only in these are one recipe repeated: the seed, and where and how it ran.
-_RECIPE_SKIP = (*_DIFF_SKIP, "seed")
-_RECIPE_SKIP_PREFIXES = ("execution.",)
 
 
 @dataclass
@@ -269,8 +266,14 @@ def _options(run: RunRecord) -> dict[str, Any]:
 
 
 def _recipe(run: RunRecord) -> dict[str, Any]:
-    return {k: v for k, v in _options(run).items()
-            if k not in _RECIPE_SKIP and not k.startswith(_RECIPE_SKIP_PREFIXES)}
+    """The options that make the run's recipe, but its seed: runs that differ only in the seed
+    (or in where and how fast they ran) are one recipe repeated. Which options are the recipe
+    is training.config's to say (RuntimeOptions vs Recipe), as for --resume; an option this
+    ferkit does not know counts as recipe."""
+    from ferkit.training.config import EXECUTION_KEY, RETIRED_FIELDS, RUNTIME_FIELDS
+
+    skip = {*RUNTIME_FIELDS, *RETIRED_FIELDS, EXECUTION_KEY, "seed"}
+    return {k: v for k, v in _options(run).items() if k.split(".", 1)[0] not in skip}
 
 
 def _model_defaults(model: str) -> dict[str, Any]:

@@ -19,6 +19,11 @@ architecture's state_dict and applied the normalisation outside the model; `load
 converts such files on load (the bundled default.pt among them), giving the same
 probabilities. A payload handed to `save_checkpoint` without a version is taken to be in the
 version-1 layout, as hand-built payloads were, and is converted when it is loaded.
+
+Loading never runs code from the file: torch.load(weights_only=True) unpickles tensors and plain
+values (dicts, lists, tuples, strings, numbers) only, plus the numpy uint32 array of
+np.random.get_state() that last.pt files held before 2026-12 (newer ones store it as a list).
+A file whose pickle names anything else (e.g. os.system) is refused unread.
 """
 
 from __future__ import annotations
@@ -26,13 +31,15 @@ from __future__ import annotations
 import errno
 import io
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ferkit.errors import ModelError
+from ferkit.errors import ModelError, printable
 from ferkit.models.normalize import NormalizedModel
 from ferkit.models.registry import create_model
 
@@ -48,6 +55,12 @@ _V1_METRIC_NAMES = {"test_accuracy": "test_acc", "accuracy": "test_acc", "acc": 
 _V1_TRANSFER_ARCHS = ("efficientnet-lite0", "vgg16")
 _V1_TRANSFER_STATS = (0.5077, 0.2551)
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default.pt"
+# The numpy names (as numpy 2 and numpy 1 pickle them) an older last.pt needs for the uint32 array
+# of its np.random.get_state(); weights_only loading admits these and nothing else beyond torch's
+# own allow-list of tensors and plain values.
+_LEGACY_RNG_NAMES = ("numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct",
+                     "numpy.ndarray", "numpy.dtype", "numpy.dtypes.UInt32DType")
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")  # the name torch's weights-only refusal quotes
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -123,11 +136,10 @@ def checkpoint_payload(*, arch: str, classes: list[str] | tuple[str, ...],
 def load_checkpoint(spec: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint at `spec` ('default', a run directory or a file) in the version-2 layout."""
     path = resolve_checkpoint_path(spec)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # torch raises many types for corrupt files
-        reason = f"{exc.__class__.__name__}: {exc}"
-        raise ModelError(f"{path}: not a readable checkpoint ({reason})") from exc
+    if path.suffix.lower() == ".onnx":
+        raise ModelError(f"{path}: ONNX models are not supported here: use the checkpoint "
+                         "(the .pt file or run directory it was exported from)")
+    ckpt = _read(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ModelError(f"{path}: not a ferkit checkpoint (no format={FORMAT!r} entry)")
     version = ckpt.get("version", 1)
@@ -138,6 +150,60 @@ def load_checkpoint(spec: str | Path, map_location: str | torch.device = "cpu") 
                          f"versions 1 and {VERSION} (a newer ferkit wrote it?)")
     ckpt["path"] = str(path)
     return ckpt
+
+
+def _read(path: Path, map_location: str | torch.device) -> Any:
+    """torch.load without running code: weights_only, admitting only the legacy RNG array's numpy
+    names. A refused global is reported as such (not as corruption), and torch's own message,
+    which quotes the file and suggests weights_only=False, is never passed on."""
+    try:
+        with torch.serialization.safe_globals(_legacy_rng_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:  # what weights_only raises for a refused pickle
+        unsafe = _unsafe_globals(path, str(exc))
+        if unsafe:
+            raise ModelError(
+                f"{path}: refused: loading it would run code (its pickle calls "
+                f"{printable(', '.join(unsafe))}); ferkit loads only checkpoints of tensors "
+                "and plain values") from None
+        detail = printable(_weights_only_detail(str(exc)))[:300]
+        raise ModelError(f"{path}: not a readable checkpoint ({detail})") from None
+    except Exception as exc:  # torch raises many types for corrupt or truncated files
+        detail = printable(f"{exc.__class__.__name__}: {exc}")[:300]
+        raise ModelError(f"{path}: not a readable checkpoint ({detail})") from exc
+
+
+def _legacy_rng_globals() -> list[Any]:
+    """The objects behind _LEGACY_RNG_NAMES, for torch.serialization.safe_globals."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1
+        from numpy.core.multiarray import _reconstruct
+    return [(_reconstruct, _LEGACY_RNG_NAMES[0]), (_reconstruct, _LEGACY_RNG_NAMES[1]),
+            np.ndarray, np.dtype, (type(np.dtype(np.uint32)), _LEGACY_RNG_NAMES[4])]
+
+
+def _unsafe_globals(path: Path, message: str) -> list[str]:
+    """The globals (functions, classes) a refused checkpoint's pickle names beyond what a ferkit
+    checkpoint may hold: listed from the zip's pickle, or the one torch's refusal names (the
+    legacy, non-zip format)."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not the zip format torch.save writes
+        names = _GLOBAL.findall(message)
+    return sorted({n for n in names if n not in _LEGACY_RNG_NAMES})
+
+
+def _weights_only_detail(message: str) -> str:
+    """The specific line of torch's weights-only refusal (e.g. "Unsupported operand 27"),
+    without its advice to load the file with weights_only=False."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    skip = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    detail = [ln.removeprefix("WeightsUnpickler error:").strip() for ln in lines
+              if not ln.startswith(skip)]
+    return "; ".join(d for d in detail if d) or "not a pickle torch.save wrote"
 
 
 def build_model(ckpt: dict[str, Any]) -> NormalizedModel:

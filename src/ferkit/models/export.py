@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ferkit import __version__
 from ferkit.classes import FACE_SIZE
 from ferkit.errors import ModelError
 from ferkit.models.checkpoint import build_model, load_checkpoint
+from ferkit.version import __version__
 
 log = logging.getLogger(__name__)
 

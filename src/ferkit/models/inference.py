@@ -7,8 +7,9 @@ same faces differ only by the precision they are asked to run in (training valid
 training precision, for speed; Predictor runs fp32 unless told otherwise).
 
 Models take faces as floats in [0, 1] (their normalisation is inside them, see
-ferkit.models.normalize); uint8 faces are divided by 255 here. The TTA modes are defined and
-checked here only; OnnxPredictor uses the same views.
+ferkit.models.normalize); uint8 faces are divided by 255 here. The TTA views are made here
+only (OnnxPredictor uses the same); their names and check are ferkit.tta's, which the CLI
+reads without importing torch.
 """
 
 from __future__ import annotations
@@ -17,19 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ferkit.errors import ConfigError
 from ferkit.precision import Precision
+from ferkit.tta import check_tta
 
-TTA_MODES = ("none", "flip", "tencrop")
 FP32 = Precision(None, False, "fp32")
 _CROP_PAD = 4  # ten-crop: pad 4 px, take the 4 corner and the centre 48x48 crops, each also flipped
-
-
-def check_tta(mode: str) -> str:
-    """`mode` if it is a TTA mode, else a ConfigError (a ValueError too) naming the modes."""
-    if mode not in TTA_MODES:
-        raise ConfigError(f"unknown TTA mode {mode!r}; choose one of {', '.join(TTA_MODES)}")
-    return mode
 
 
 def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:

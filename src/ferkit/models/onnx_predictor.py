@@ -1,7 +1,7 @@
 """OnnxPredictor: a `ferkit export` ONNX file run with onnxruntime, in place of Predictor.
 
 It has Predictor's interface (classes, arch, meta, device, predict_proba with the same TTA
-modes, from ferkit.models.inference), so Recognizer, `ferkit predict` and `ferkit serve` take
+views, from ferkit.models.inference), so Recognizer, `ferkit predict` and `ferkit serve` take
 either. The graph takes 0..255 grey levels and holds the model's normalisation; class names
 and provenance come from the file's metadata.
 """
@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from ferkit.devices import cpu_count
-from ferkit.errors import ModelError
+from ferkit.errors import ModelError, printable
 from ferkit.models.export import INPUT, META_PREFIX
-from ferkit.models.inference import check_tta, tta_views
+from ferkit.models.inference import tta_views
+from ferkit.tta import check_tta
 
 EXPORT_VERSION = "1"  # bump when export_onnx changes the graph: cached exports are keyed by it
 
@@ -84,7 +85,7 @@ class OnnxPredictor:
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"{path}: not a loadable ONNX model ({exc})") from exc
+            raise ModelError(f"{path}: not a loadable ONNX model ({printable(exc)})") from exc
         props = session.get_modelmeta().custom_metadata_map
         if META_PREFIX + "classes" not in props:
             raise ModelError(f"{path}: not a ferkit export (no {META_PREFIX}classes metadata); "

@@ -12,8 +12,9 @@ from torch import nn
 
 from ferkit.devices import resolve_device
 from ferkit.models.checkpoint import build_model, load_checkpoint
-from ferkit.models.inference import TTA_MODES, check_tta, predict_proba, to_pixels, tta_views
+from ferkit.models.inference import predict_proba, to_pixels, tta_views
 from ferkit.precision import Precision
+from ferkit.tta import TTA_MODES, check_tta
 
 __all__ = ["TTA_MODES", "Predictor", "tta_views"]  # TTA_MODES, tta_views: for older imports
 

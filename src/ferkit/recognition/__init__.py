@@ -7,7 +7,7 @@ Modules: images (paths, PIL images and arrays through the shared decoder, ferkit
 detector (YuNet behind a small interface), align (FER2013-style 48x48 crops, quality flags),
 recognizer (the pipeline), pipeline (folders: threads + batches), batch (`ferkit predict`'s
 inputs and outputs), draw (annotated images, figures), video (per-frame results), live
-(webcam), samples (the bundled sample photo).
+(webcam), samples (the bundled sample photo), explain (saliency maps per face, `ferkit explain`).
 """
 
 from ferkit.recognition.face import Face

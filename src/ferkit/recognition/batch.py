@@ -22,6 +22,7 @@ from typing import Any, Literal
 from ferkit.errors import FerkitError
 from ferkit.images import is_image_name, is_video_name
 from ferkit.recognition.face import Face
+from ferkit.recognition.tracking import TrackerConfig
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +146,13 @@ def csv_rows(name: str, faces: Sequence[Face], classes: Sequence[str]) -> list[l
 
 def run_batch(rec, items: Sequence[InputItem], *, out: Path | None = None, every: int = 1,
               workers: int = 0, on_result: Callable[[ItemResult], None] | None = None,
-              on_frame: Callable[[InputItem, int, int], None] | None = None) -> Summary:
+              on_frame: Callable[[InputItem, int, int], None] | None = None,
+              tracking: TrackerConfig | None = None) -> Summary:
     """Recognise every input in order; see the module docstring for what is written.
 
     on_result(result) is called once per input, in input order, as soon as it is done;
     on_frame(item, frames_read, total_or_0) after each frame of a video (for progress bars).
+    tracking: how faces are followed through videos (None: the defaults, TrackerConfig()).
     """
     from ferkit.recognition.draw import annotate, save_image
     from ferkit.recognition.pipeline import recognize_images
@@ -173,7 +176,7 @@ def run_batch(rec, items: Sequence[InputItem], *, out: Path | None = None, every
                 done(ItemResult(item, error=item.error))
         elif kind == "video":
             for item in group:
-                done(_run_video(rec, item, out, every, on_frame))
+                done(_run_video(rec, item, out, every, on_frame, tracking or TrackerConfig()))
         else:  # a run of images: read and detected in threads, classified in batches
             started = time.perf_counter()
             results = recognize_images(rec, [it.path for it in group], workers=workers)
@@ -196,7 +199,8 @@ def run_batch(rec, items: Sequence[InputItem], *, out: Path | None = None, every
 
 
 def _run_video(rec, item: InputItem, out: Path | None, every: int,
-               on_frame: Callable[[InputItem, int, int], None] | None) -> ItemResult:
+               on_frame: Callable[[InputItem, int, int], None] | None,
+               tracking: TrackerConfig) -> ItemResult:
     from ferkit.recognition.video import process_video
 
     def frame_done(frames: int, total: int) -> None:
@@ -205,7 +209,7 @@ def _run_video(rec, item: InputItem, out: Path | None, every: int,
 
     try:
         video = process_video(rec, item.path, video_out_dir(out, item), every=every,
-                              on_frame=frame_done)
+                              on_frame=frame_done, tracking=tracking)
     except FerkitError as exc:
         return ItemResult(item, error=str(exc))
     return ItemResult(item, video=video)

@@ -42,7 +42,11 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def face_label(face: Face) -> str:
-    label = f"{face.expression} {face.score:.2f}"
+    """'happy 0.91', '#2 happy 0.91' on a tracked face: the smoothed label where there is one,
+    so a video's labels do not flicker from frame to frame."""
+    label = f"{face.shown_expression} {face.shown_score:.2f}"
+    if face.track is not None:
+        label = f"#{face.track} {label}"
     if face.flags:
         label += " (" + ", ".join(face.flags) + ")"
     return label
@@ -57,7 +61,8 @@ def _pixels(picture: np.ndarray | DecodedImage) -> tuple[np.ndarray, float]:
 
 def annotate(picture: np.ndarray | DecodedImage, faces: Sequence[Face],
              extra_text: str | None = None) -> np.ndarray:
-    """Copy of an RGB image with each face's box, expression and score drawn on it.
+    """Copy of an RGB image with each face's box, expression and score drawn on it (the
+    smoothed expression and the track id where tracking set them, see face_label).
 
     picture: an RGB array the boxes refer to, or a DecodedImage (boxes in its original
         coordinates are drawn on its possibly downscaled array).
@@ -71,7 +76,7 @@ def annotate(picture: np.ndarray | DecodedImage, faces: Sequence[Face],
     font = _font(max(12, round(short / 28)))
     for face in faces:
         x, y, w, h = (v * scale for v in face.box)
-        color = color_of(face.expression)
+        color = color_of(face.shown_expression)
         draw.rectangle([x, y, x + w, y + h], outline=color, width=thickness)
         text = face_label(face)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
@@ -190,4 +195,70 @@ def timeline_plot(times: np.ndarray, probs: np.ndarray, path: Path,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
+    return path
+
+
+# Rows of the per-track timeline: the longest tracks; the others are counted in the title.
+MAX_TIMELINE_ROWS = 8
+
+
+def track_timeline_plot(rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]],
+                        path: Path, classes: Sequence[str] = CLASSES, title: str = "",
+                        duration: float | None = None) -> Path:
+    """One row per tracked face: its smoothed probabilities over time (solid) over the raw
+    per-frame ones (thin, faint), on one shared time axis.
+
+    rows: (label, times, raw (N, C), smoothed (N, C) or None) per track; gaps between
+        sightings are drawn as gaps (pass NaN rows where the face was not seen).
+    duration: the video's length in seconds, for the shared x axis.
+
+    The rows are bands of one Axes, not an Axes each: matplotlib's per-Axes setup (ticks,
+    labels) made a figure of four rows cost 1.5x the largest-face plot it replaces (measured),
+    and it is written for every video.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import blended_transform_factory
+
+    n = max(1, len(rows))
+    gap = 0.4  # between bands, in probability units: room for each band's title
+    height = 0.9 + 1.3 * n  # inches: the bands, the title above and the time axis below
+    fig = Figure(figsize=(10, height), dpi=100)
+    # Margins set by hand: bbox_inches="tight" draws the figure twice.
+    fig.subplots_adjust(left=0.07, right=0.86, top=1 - 0.45 / height, bottom=0.45 / height)
+    ax = fig.add_subplot()
+    left = blended_transform_factory(ax.transAxes, ax.transData)
+    ticks: list[float] = []
+    for r, (label, times, raw, smooth) in enumerate(rows):
+        base = (n - 1 - r) * (1 + gap)
+        for j, name in enumerate(classes):
+            color = _mpl_color(name)
+            if smooth is not None:
+                ax.plot(times, raw[:, j] + base, color=color, linewidth=0.8, alpha=0.35)
+                ax.plot(times, smooth[:, j] + base, color=color, linewidth=1.6,
+                        label=name if r == 0 else None)
+            else:
+                ax.plot(times, raw[:, j] + base, color=color, linewidth=1.6,
+                        label=name if r == 0 else None)
+        ax.axhline(base, color="0.6", linewidth=0.6)
+        ax.axhline(base + 1, color="0.85", linewidth=0.6)
+        ax.text(0.0, base + 1.04, label, transform=left, fontsize=9, va="bottom")
+        ticks += [base, base + 0.5, base + 1]
+    ax.set_yticks(ticks, ["0", "0.5", "1"] * len(rows), fontsize=8)
+    ax.set_ylim(-0.05, n * (1 + gap) - gap / 2)
+    ax.set_xlim(0, max(duration or max((float(np.nanmax(t)) for _, t, _, _ in rows if len(t)),
+                                       default=1.0), 1e-3))
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("probability")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if rows:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no face found", transform=ax.transAxes, ha="center", va="center",
+                fontsize=11)
+    ax.set_title(title or "expression per tracked face", fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
     return path

@@ -41,6 +41,7 @@ from ferkit.recognition.detector import Detection, Detector, YuNetDetector
 from ferkit.recognition.face import Face
 from ferkit.recognition.images import MAX_SIDE, load_image
 from ferkit.recognition.sizes import DETECT_SIZE, finer_side
+from ferkit.tta import check_tta
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,10 @@ class Recognizer:
     model: "default" (the bundled weights), a training run directory, a checkpoint file, or an
         already loaded ferkit.models.predictor.Predictor.
     device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
-    min_confidence: detector confidence (0..1) below which a face is ignored.
-    tta: test-time augmentation for classification: "none", "flip" or "tencrop".
+    min_confidence: detector confidence (0..1) below which a face is ignored; it also applies
+        to a given `detector`'s detections (a detector with a lower threshold of its own
+        needs a min_confidence as low to report its weaker faces).
+    tta: test-time augmentation for classification, one of ferkit.tta.TTA_MODES.
     detector: any object with detect(rgb) -> list[Detection]; YuNet by default.
     backend: "auto" (onnxruntime for a .onnx file from `ferkit export`, and for a checkpoint
         on the CPU where the onnx extra is installed; else PyTorch), "torch" or "onnxruntime"
@@ -117,10 +120,11 @@ class Recognizer:
     def __init__(self, model=None, device: str = "auto", min_confidence: float = 0.5,
                  tta: str = "none", detector: Detector | None = None,
                  detect_size: int = DETECT_SIZE, backend: str = "auto") -> None:
-        from ferkit.models.inference import check_tta
         from ferkit.models.predictor import Predictor
 
         check_tta(tta)  # a ConfigError, which is a ValueError
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
         if model is None:
             model = "default"
         if isinstance(model, Predictor) or hasattr(model, "predict_proba"):
@@ -176,6 +180,8 @@ class Recognizer:
             found = self._detect(loaded)
         else:
             loaded, found = self._read_small_first(image, small_side)
+        # YuNet's own threshold is min_confidence already; a given detector may have another
+        found = [d for d in found if d.score >= self.min_confidence]
         return loaded, sorted(found, key=lambda d: (d.box[0], d.box[1]))
 
     def _small_first_side(self, image: ImageInput) -> int | None:
@@ -274,6 +280,22 @@ class Recognizer:
         Small or blurry faces are kept and carry "small" / "blurry" in Face.flags.
         """
         return self.predict_prepared([self.prepare(image)])[0]
+
+    # -- explanation ----------------------------------------------------------------------
+    def explain(self, image: ImageInput, method: str = "auto") -> list:
+        """predict(), and for each face a saliency map of its predicted class: a list of
+        ferkit.recognition.explain.Explanation (`.face`, `.map` 48x48 in [0, 1], `.photo_map()`).
+
+        method: "auto" (Grad-CAM on the last conv block, else the smoothed input gradient),
+        "gradcam", "gradient" or "gradient-x-input"; see ferkit.models.saliency.
+        """
+        return self.explain_prepared(self.prepare(image), method)
+
+    def explain_prepared(self, prepared: Prepared, method: str = "auto") -> list:
+        """explain() of an image already read, detected and aligned by prepare()."""
+        from ferkit.recognition.explain import explain_prepared
+
+        return explain_prepared(self, prepared, method)
 
     def __call__(self, image: ImageInput) -> list[Face]:
         return self.predict(image)

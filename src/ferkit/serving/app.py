@@ -33,7 +33,6 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from ferkit import __version__
 from ferkit.classes import FACE_SIZE
 from ferkit.errors import FerkitError
 from ferkit.recognition.sizes import DETECT_SIZE
@@ -48,6 +47,7 @@ from ferkit.serving.limits import (
     face_from_json,
     usable_cpus,
 )
+from ferkit.version import __version__
 
 log = logging.getLogger("ferkit.serve")
 
@@ -284,16 +284,8 @@ def create_app(engine: Engine, limits: Limits | None = None, *, threads: int | N
         the server's limits, and micro-batching settings and counters."""
         return {**engine.info(), "limits": limits.as_dict()}
 
-    @app.post("/v1/predict", tags=["recognition"], openapi_extra={"requestBody": PREDICT_BODY},
-              summary="Faces and their expressions in a photo")
-    async def predict(request: Request) -> dict[str, Any]:
-        """Detect the faces in a photo and recognise each one's expression.
-
-        Returns `{"faces": [{"box": [x, y, w, h], "expression", "score", "probabilities"}],
-        "width", "height", "model", "elapsed_ms"}`; boxes are in the photo's pixels (after EXIF
-        rotation). 413: upload or pixel count over the limits; 415: not an image content type;
-        422: the bytes are not a readable image."""
-        start = time.perf_counter()
+    async def read_photo(request: Request):
+        """The photo of a /v1/predict or /v1/explain request, decoded (see PREDICT_BODY)."""
         mtype = _media_type(request)
         if mtype == "multipart/form-data":
             body = await _read_body(request, limits.max_upload_bytes)
@@ -314,9 +306,42 @@ def create_app(engine: Engine, limits: Limits | None = None, *, threads: int | N
                            f"content type {mtype or '(none)'!r}: send multipart/form-data with "
                            "the photo in field 'image', or the raw bytes as image/jpeg, "
                            "image/png ...")
+        return await decode(request, decode_image, data, limits)
 
-        image = await decode(request, decode_image, data, limits)
+    @app.post("/v1/predict", tags=["recognition"], openapi_extra={"requestBody": PREDICT_BODY},
+              summary="Faces and their expressions in a photo")
+    async def predict(request: Request) -> dict[str, Any]:
+        """Detect the faces in a photo and recognise each one's expression.
+
+        Returns `{"faces": [{"box": [x, y, w, h], "expression", "score", "probabilities"}],
+        "width", "height", "model", "elapsed_ms"}`; boxes are in the photo's pixels (after EXIF
+        rotation). 413: upload or pixel count over the limits; 415: not an image content type;
+        422: the bytes are not a readable image."""
+        start = time.perf_counter()
+        image = await read_photo(request)
         faces = await in_pool(engine.predict, image)
+        return {"faces": faces, "width": image.original_size[0], "height": image.original_size[1],
+                "model": engine.name, "elapsed_ms": round((time.perf_counter() - start) * 1000, 2)}
+
+    @app.post("/v1/explain", tags=["recognition"], openapi_extra={"requestBody": PREDICT_BODY},
+              summary="Why: a saliency map of the expression of each face")
+    async def explain(request: Request, method: str = "auto") -> dict[str, Any]:
+        """Detect and recognise the faces as /v1/predict does, and for each face show which
+        parts of it made the model name its expression.
+
+        Each face of /v1/predict's answer also has `method` (gradcam, or the input gradient
+        for models without a usable conv block), `map` (48 rows of 48 numbers in [0, 1] over
+        the aligned face) and `image`, a PNG data URL of the aligned face beside its map.
+        `method` (query): auto, gradcam, gradient or gradient-x-input. 501: the model is an
+        ONNX file, which has no gradients."""
+        from ferkit.models.saliency import METHODS
+
+        start = time.perf_counter()
+        if method not in METHODS:
+            raise ApiError(422, "bad_method",
+                           f"method {method!r}: expected one of {', '.join(METHODS)}")
+        image = await read_photo(request)
+        faces = await in_pool(engine.explain, image, method)
         return {"faces": faces, "width": image.original_size[0], "height": image.original_size[1],
                 "model": engine.name, "elapsed_ms": round((time.perf_counter() - start) * 1000, 2)}
 
@@ -412,6 +437,7 @@ DOCS_EXAMPLES = {
     ("post", "/v1/predict"): "curl -F image=@photo.jpg {s}/v1/predict\n"
                              "curl -H 'Content-Type: image/jpeg' --data-binary @photo.jpg "
                              "{s}/v1/predict",
+    ("post", "/v1/explain"): "curl -F image=@photo.jpg '{s}/v1/explain?method=gradcam'",
     ("post", "/v1/classify"): "curl -F faces=@face1.png -F faces=@face2.png {s}/v1/classify\n"
                               "curl -H 'Content-Type: application/json' "
                               "-d '{{\"faces\": [\"<base64 PNG>\"]}}' {s}/v1/classify",

@@ -57,7 +57,7 @@ class Engine:
         self.recognizer.classify = self.batcher.classify
         self.load_seconds = time.perf_counter() - start
         self._started = time.time()
-        self._requests = {"predict": 0, "classify": 0}
+        self._requests = {"predict": 0, "classify": 0, "explain": 0}
         self._lock = threading.Lock()
         self.warm_up()
 
@@ -131,6 +131,22 @@ class Engine:
         Recognizer maps them from the shrunk copy it detected on)."""
         self._count("predict")
         return [face.to_dict() for face in self.recognizer.predict(image)]
+
+    def explain(self, image: DecodedImage, method: str = "auto") -> list[dict[str, Any]]:
+        """predict()'s faces, each with its saliency map (ferkit.recognition.explain): the
+        48x48 numbers and a PNG of the aligned face beside its map. An ONNX model, which has
+        no gradients, is a 501."""
+        from ferkit.errors import ModelError
+        from ferkit.recognition.explain import png_data_url
+        from ferkit.serving.limits import ApiError
+
+        self._count("explain")
+        try:
+            explanations = self.recognizer.explain(image, method)
+        except ModelError as exc:
+            raise ApiError(501, "not_explainable", str(exc)) from None
+        return [{**e.to_dict(), "image": png_data_url(e.face_image(3 * FACE_SIZE))}
+                for e in explanations]
 
     def classify(self, faces: np.ndarray) -> np.ndarray:
         """(n, 48, 48) uint8 -> (n, classes) probabilities, through the batcher (blocking)."""

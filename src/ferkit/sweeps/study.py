@@ -34,12 +34,17 @@ STUDY_ATTR = "ferkit"  # study user attr: the space and options every worker mus
 
 @dataclass
 class SweepOptions:
-    """Options shared by every trial of a sweep (on top of the search space's [train] table)."""
+    """Options shared by every trial of a sweep, on top of the search space's [train] table.
+
+    The training options (epochs, limit, device, batch_size, seed) are None unless given: None
+    leaves the space's [train] value (else ferkit train's default), a value replaces it. One
+    that the space varies in [params] is an error (check_not_swept): Optuna records the sampled
+    value, so nothing may train with another."""
 
     data: str = ""
-    epochs: int | None = None  # None: the space's train.epochs, else the TrainConfig default
+    epochs: int | None = None
     limit: int | None = None
-    device: str = "auto"
+    device: str | None = None  # per worker (not stored with the study)
     batch_size: int | None = None
     seed: int | None = None
     storage: str = DEFAULT_STORAGE
@@ -52,12 +57,9 @@ class SweepOptions:
     # (HEARTBEAT_S for a new study)
 
     def train_overrides(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"device": self.device}
-        for key in ("epochs", "limit", "batch_size", "seed"):
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value
-        return out
+        """The training options given (not None), by TrainConfig field name."""
+        keys = ("epochs", "limit", "device", "batch_size", "seed")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
 @dataclass
@@ -71,6 +73,41 @@ class SweepSummary:
     best_value: float | None
     best_params: dict[str, Any]
     best_run_dir: str | None
+
+
+def check_not_swept(space: SearchSpace, overrides: dict[str, Any]) -> None:
+    """SweepError where an option given to the sweep is one the space varies in [params]: the
+    trial would train with one value while Optuna records the other."""
+    from ferkit.training.config import flag_name
+
+    swept = {p.key for p in space.params if not p.is_model_kwarg}
+    both = [k for k in overrides if k in swept]
+    if both:
+        raise SweepError("; ".join(f"{flag_name(k)} is also a [params] entry of {space.source} "
+                                   f"(params.{k})" for k in both) + ": drop one")
+
+
+def _effective_train(space: SearchSpace, options: dict[str, Any], name: str) -> dict[str, Any]:
+    """Every training setting a trial of the study gets outside its [params]: ferkit train's
+    defaults, then the space's [train] table, then `options` (the sweep's, not None)."""
+    from ferkit.training.config import TrainConfig
+
+    given = {k: v for k, v in options.items() if v is not None}
+    config = TrainConfig().override({**space.train, **given}, f"study {name}")
+    swept = {p.key for p in space.params if not p.is_model_kwarg}
+    return {k: v for k, v in config.to_dict().items() if k not in swept and k != "device"}
+
+
+def _join_differences(space: SearchSpace, theirs: dict[str, Any], mine: dict[str, Any],
+                      name: str) -> dict[str, tuple[Any, Any]]:
+    """Setting -> (this worker's, the study's) where this worker would train its trials
+    otherwise than the study does. Both sides are resolved in full (defaults, [train], options),
+    so an option the creator left to the space or to the default counts too; a joiner's
+    device is its own."""
+    study = _effective_train(space, theirs, name)
+    worker = _effective_train(space, {**theirs, **mine}, name)
+    return {k: (worker.get(k), study.get(k)) for k in {**study, **worker}
+            if worker.get(k) != study.get(k)}
 
 
 def _study_attr(space: SearchSpace, options: SweepOptions) -> dict[str, Any]:
@@ -124,6 +161,7 @@ def create_or_join_study(space: SearchSpace | None, options: SweepOptions, stora
         if space is None:
             raise SweepError(f"study {name!r} is not in {options.storage}; give --preset or "
                              "--space to create it")
+        check_not_swept(space, options.train_overrides())
         attr = _study_attr(space, options)
         try:
             study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
@@ -143,12 +181,11 @@ def create_or_join_study(space: SearchSpace | None, options: SweepOptions, stora
             raise SweepError(f"study {name!r} in {options.storage} was created with another "
                              f"search space (it differs in: {', '.join(keys) or 'name'}); pass "
                              "--study NEW_NAME for a new study")
-        mine = options.train_overrides() | {"device": None}
-        theirs = attr.get("train", {})
-        given = {k: v for k, v in mine.items() if v is not None and k in theirs}
-        clash = {k: (v, theirs[k]) for k, v in given.items() if theirs.get(k) != v}
+        check_not_swept(stored, options.train_overrides())
+        clash = _join_differences(stored, attr.get("train") or {}, options.train_overrides(),
+                                  name)
         if clash:
-            detail = ", ".join(f"{k}={a} (study: {b})" for k, (a, b) in clash.items())
+            detail = ", ".join(f"{k}={a} (study: {b})" for k, (a, b) in sorted(clash.items()))
             raise SweepError(f"study {name!r} runs with other options: {detail}; drop them to "
                              "use the study's, or pass --study NEW_NAME")
         space = stored

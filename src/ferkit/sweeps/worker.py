@@ -73,12 +73,9 @@ def run_trial(study: Any, trial: Any, values: dict[str, Any], space: SearchSpace
     from ferkit.training.config import TrainConfig
     from ferkit.training.trainer import train
 
-    train_kw, model_kwargs = space.apply(values)
-    shared = {k: v for k, v in (attr.get("train") or {}).items() if v is not None}
     run_dir = _run_dir(Path(attr.get("runs") or options.runs), study.study_name, trial.number)
-    settings = {**train_kw, **shared, **options.train_overrides(),
-                "data": options.data or attr.get("data", ""), "model_kwargs": model_kwargs,
-                "out": str(run_dir), "threads": options.threads}
+    settings = trial_settings(space, values, attr, options)
+    settings.update(out=str(run_dir))
     config = TrainConfig().override(settings, f"study {study.study_name}, trial {trial.number}")
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("model", config.model)
@@ -121,6 +118,20 @@ def run_trial(study: Any, trial: Any, values: dict[str, Any], space: SearchSpace
     study.tell(trial, result.best_val_accuracy)
     say(f"trial {trial.number}: best val acc {result.best_val_accuracy:.4f} (epoch "
         f"{result.best_epoch}/{len(result.history)}), {result.wall_seconds:.1f} s -> {run_dir}")
+
+
+def trial_settings(space: SearchSpace, values: dict[str, Any], attr: dict[str, Any],
+                   options: SweepOptions) -> dict[str, Any]:
+    """The TrainConfig overrides of one trial: the space's [train] table, the study's options,
+    this worker's (its device among them), and last the trial's sampled values, so what
+    Optuna records is what trains (create_or_join_study refuses an option that is also a
+    [params] entry before any trial runs)."""
+    train_kw, model_kwargs = space.apply(values)
+    sampled = {k: train_kw[k] for k in values if k in train_kw}
+    shared = {k: v for k, v in (attr.get("train") or {}).items() if v is not None}
+    return {**train_kw, **shared, **options.train_overrides(), **sampled,
+            "data": options.data or attr.get("data", ""), "model_kwargs": model_kwargs,
+            "threads": options.threads}
 
 
 def _record(trial: Any, history: list[Any], wall: float, result: Any) -> None:

@@ -83,6 +83,13 @@ def flag_of(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
+def flag_name(name: str) -> str:
+    """The command-line name of option `name`, for messages: every message that names an
+    option goes through here (or flag_of), so it reads as the flag the user types."""
+    f = _fields(TrainConfig).get(name)
+    return flag_of(f) if f is not None else "--" + name.replace("_", "-")
+
+
 @dataclass
 class RuntimeOptions:
     """Where and how fast a run executes, not what it learns: on --resume these come from the
@@ -98,7 +105,13 @@ class RuntimeOptions:
                            "date, time and model).")
     resume: bool = option(False, panel="Run", negatable=False,
                           help="Continue the run in --out from its last.pt (its saved options "
-                          "are used; --data, --device, --threads, --compile may be given).")
+                          "are used; the Run options --data, --device, --threads, --compile, "
+                          "--compact-last may be given).")
+    compact_last: bool = option(False, panel="Run",
+                                help="Write last.pt compact (16-bit weights and optimizer "
+                                "state, each tensor once: about a third of the size) to carry a "
+                                "run to another machine; --resume from it continues close to, "
+                                "not exactly like, an uninterrupted run.")
     dist_timeout: float = option(600.0, panel="Distributed", positive=True,  # check_execution
                                  help="Distributed runs: seconds to wait for the other processes "
                                  "at a collective before the run stops (a dead or stuck "
@@ -430,15 +443,15 @@ def check_execution(c: TrainConfig) -> None:
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(f"--{name} {value!r}: expected one of {', '.join(allowed)}")
+        raise ConfigError(f"{flag_name(name)} {value!r}: expected one of {', '.join(allowed)}")
 
 
 def _range(name: str, value: float, lo: float, hi: float, hint: str = "") -> None:
     if value is None or not (lo <= value <= hi):
-        opt = name.replace("_", "-")
-        raise ConfigError(f"--{opt} must be in [{lo}, {hi}], got {value} {hint}".rstrip())
+        raise ConfigError(f"{flag_name(name)} must be in [{lo}, {hi}], got {value} "
+                          f"{hint}".rstrip())
 
 
 def _positive(name: str, value: float) -> None:
     if value is None or not value > 0:
-        raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        raise ConfigError(f"{flag_name(name)} must be positive, got {value}")

@@ -9,13 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ferkit.errors import ModelError
+from ferkit.errors import DataError, ModelError
+from ferkit.training.config import EXECUTION_KEY
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 BEST = "best.pt"
 LAST = "last.pt"
 CURVES = "curves.png"
+DATA_RESOLVED = "data_resolved"  # config.json's execution record: --data as an absolute path
 
 
 def default_run_dir(model: str, root: str | Path = "runs") -> Path:
@@ -34,6 +36,27 @@ def check_fresh(run_dir: Path) -> None:
     if taken:
         raise ModelError(f"{run_dir} already holds a run ({', '.join(taken)}); pass --resume to "
                          "continue it, or choose another --out")
+
+
+def saved_data(run_dir: Path, given: str, required: bool = True) -> str:
+    """The dataset of a run resumed without --data: its --data as given when it started
+    (relative to the folder it started in), else the absolute path config.json's execution
+    record keeps beside it, so a run resumes from any folder. Neither there (another machine, a
+    moved file): a DataError naming the dataset and --data, or `given` if not `required`."""
+    if not given or Path(given).exists():
+        return given
+    try:
+        execution = json.loads((Path(run_dir) / CONFIG).read_text()).get(EXECUTION_KEY)
+        resolved = execution.get(DATA_RESOLVED) if isinstance(execution, dict) else None
+    except (OSError, ValueError, AttributeError):  # no config.json (a carried last.pt)
+        resolved = None
+    if resolved and Path(resolved).exists():
+        return resolved
+    if not required:
+        return given
+    nor = f", nor at {resolved}" if resolved and resolved != given else ""
+    raise DataError(f"{run_dir}: the run's dataset {given} is missing (from {Path.cwd()}{nor}); "
+                    "pass --data PATH to resume on the same data")
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -45,6 +45,7 @@ from ferkit.precision import Precision, resolve_precision
 from ferkit.training import run_dir as rd
 from ferkit.training.augment import BatchAugment, flip_only, without_flip
 from ferkit.training.balance import EpochSampler, class_weights
+from ferkit.training.compact import compact_checkpoint, ema_state
 from ferkit.training.config import (
     EXECUTION_KEY,
     RUNTIME_FIELDS,
@@ -277,7 +278,8 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
             rd.write_json(run_dir / rd.CONFIG, {**config.to_dict(), EXECUTION_KEY: {
                 "device": str(device), **precision.to_dict(), "threads": torch.get_num_threads(),
                 "world_size": dist.world_size, "backend": dist.backend or None,
-                "torch": torch.__version__}})
+                "torch": torch.__version__,  # and --data from anywhere, for --resume elsewhere:
+                rd.DATA_RESOLVED: str(Path(config.data).resolve()) if config.data else None}})
     ckpt_base = {"arch": config.model, "arch_kwargs": checkpoint_arch_kwargs(config.model_kwargs),
                  "classes": list(CLASSES), "config": config.to_dict(),
                  **({"teacher": teacher.record()} if teacher is not None else {})}
@@ -368,10 +370,12 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
             if m.is_best:
                 save_checkpoint(run_dir / rd.BEST, checkpoint_payload(
                     **ckpt_base, epoch=epoch, metrics=m.to_dict(), state_dict=weights))
-            save_checkpoint(run_dir / rd.LAST, checkpoint_payload(
+            last = checkpoint_payload(
                 **ckpt_base, epoch=epoch, metrics=m.to_dict(), state_dict=weights,
                 **_resume_state(model, optimizer, scheduler, ema, sampler, state,
-                                _data_record(len(train_y), len(val_y), steps, digests), rngs)))
+                                _data_record(len(train_y), len(val_y), steps, digests), rngs))
+            save_checkpoint(run_dir / rd.LAST,
+                            compact_checkpoint(last) if config.compact_last else last)
             if on_epoch is not None:
                 stop = bool(on_epoch(m))
         if dist.broadcast_object(stop):  # a callback asked to stop: every rank ends here
@@ -463,7 +467,9 @@ def _prepare_run(config: TrainConfig, dist: Dist) -> tuple[TrainConfig, Path, di
             raise ModelError(f"{run_dir}: holds neither last.pt nor config.json; nothing to resume")
         runtime = {k: getattr(config, k) for k in RUNTIME_FIELDS}
         saved_config = TrainConfig.from_dict(saved, strict=False)
-        runtime["data"] = runtime["data"] or saved_config.data
+        # the run's --data, from another folder too; not required: a caller may pass the dataset
+        runtime["data"] = runtime["data"] or rd.saved_data(run_dir, saved_config.data,
+                                                           required=False)
         config = replace(saved_config, **runtime)
     config = config.validated()
     if not get_entry(config.model).trainable:  # unknown model: ModelError now, before any data
@@ -532,7 +538,10 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+    """Every generator's state; numpy's key array as a list, so last.pt holds plain values only
+    (checkpoints load with weights_only; np.random.set_state takes either form)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": (kind, keys.tolist(), pos, has_gauss, gauss),
             "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
@@ -580,7 +589,7 @@ def _restore(ckpt: dict, model, optimizer, scheduler, ema, sampler, state: _Stat
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     if ema is not None:
-        ema.load_state_dict(ckpt["ema"])
+        ema.load_state_dict(ema_state(ckpt))
     sampler.load_state_dict(ckpt["sampler"])
     es = ckpt["early_stopping"]
     state.epoch = int(ckpt["epoch"])

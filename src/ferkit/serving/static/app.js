@@ -14,6 +14,7 @@ const TIMELINE_SECONDS = 30;
 const state = {
   classes: ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"],
   maxUploadBytes: 10 * 1024 * 1024,
+  photo: null,  // the last photo sent: { blob, name, why }; why: the /v1/explain promise
   cam: { stream: null, running: false, facing: "user", faces: [], sendScale: 1,
          done: [], history: [], inFlight: false, loopId: 0 },
 };
@@ -206,6 +207,7 @@ async function handleFile(file) {
   const shrunk = await shrinkForUpload(file);
   const body = new FormData();
   body.append("image", shrunk ? shrunk.blob : file, shrunk ? "photo.jpg" : file.name);
+  state.photo = { blob: shrunk ? shrunk.blob : file, name: shrunk ? "photo.jpg" : file.name, why: null };
   if (!shrunk && file.size > state.maxUploadBytes) {
     setStatus(status, `${file.name} is too large for this server (${(file.size / 2 ** 20).toFixed(1)} MB).`, true);
     return;
@@ -264,8 +266,69 @@ function showPhotoResult(result, source) {
       li.append(fl);
     }
     li.append(bars(face.probabilities, face.expression));
+    li.append(whyButton(i));
     list.append(li);
   });
+}
+
+// ---------------------------------------------------------------- why: saliency maps
+
+function whyButton(i) {
+  // A button that shows, under the face's bars, the face the model saw beside a map of the
+  // parts that made it name the expression (/v1/explain, asked once per photo).
+  const wrap = document.createElement("div");
+  wrap.className = "why";
+  const btn = document.createElement("button");
+  btn.className = "btn ghost why-btn";
+  btn.type = "button";
+  btn.textContent = "Why?";
+  btn.title = "Show which parts of the face made the model name this expression";
+  const out = document.createElement("div");
+  out.className = "why-out";
+  out.hidden = true;
+  btn.addEventListener("click", () => toggleWhy(i, btn, out));
+  wrap.append(btn, out);
+  return wrap;
+}
+
+async function toggleWhy(i, btn, out) {
+  if (!out.hidden) { out.hidden = true; btn.textContent = "Why?"; return; }
+  const photo = state.photo;
+  if (!photo) return;
+  btn.disabled = true;
+  btn.textContent = "Explaining…";
+  if (!photo.why) {
+    const body = new FormData();
+    body.append("image", photo.blob, photo.name);
+    photo.why = fetch("v1/explain", { method: "POST", body }).then(async (res) => {
+      if (!res.ok) throw new Error(await apiError(res));
+      return res.json();
+    });
+  }
+  out.innerHTML = "";
+  try {
+    const result = await photo.why;
+    const face = result.faces[i];
+    if (!face) throw new Error("the face was not found again");
+    const img = document.createElement("img");
+    img.className = "why-img";
+    img.src = face.image;
+    img.alt = `Face ${i + 1} as the model saw it, and the parts that made it say ${face.expression}`;
+    const note = document.createElement("p");
+    note.className = "why-note";
+    note.textContent = `${face.method === "gradcam" ? "Grad-CAM" : face.method} map of ${face.explained}: red counted most, blue least.`;
+    out.append(img, note);
+    btn.textContent = "Hide why";
+  } catch (err) {
+    photo.why = null;  // a later click asks again
+    const p = document.createElement("p");
+    p.className = "why-note error";
+    p.textContent = `Could not explain: ${err.message || err}`;
+    out.append(p);
+    btn.textContent = "Why?";
+  }
+  out.hidden = false;
+  btn.disabled = false;
 }
 
 function setupPhoto() {
