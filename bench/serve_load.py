@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ferkit.serving.config import DEFAULTS
 from ferkit.serving.process import ServerProcess, encode_multipart, http_request
 
 
@@ -220,7 +221,7 @@ def main() -> None:
                         help="send an N x N gray PNG to /v1/predict instead (e.g. 6000)")
     parser.add_argument("--endpoints", default="predict,classify",
                         help="comma-separated: predict, classify")
-    parser.add_argument("--batch-wait-ms", type=float, default=3.0)
+    parser.add_argument("--batch-wait-ms", type=float, default=DEFAULTS.max_wait_ms)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     parser.add_argument("--max-seconds", type=float, default=240.0,
                         help="stop issuing requests after this long, per endpoint and mode")

@@ -32,14 +32,16 @@ def synthetic_faces(n: int = 24, seed: int = 0) -> np.ndarray:
 
 
 def v1_probabilities(arch: str, arch_kwargs: dict, state_dict: dict, mean: float, std: float,
-                     faces: np.ndarray) -> np.ndarray:
-    """Version-1 inference: the bare architecture on faces normalised by hand."""
+                     faces: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Version-1 inference: the bare architecture on faces normalised by hand (its logits
+    divided by a calibration temperature where one is given)."""
     net = create_model(arch, num_classes=len(CLASSES), **arch_kwargs)
     net.load_state_dict(state_dict)
     net.eval()
     with torch.inference_mode():
         x = (torch.from_numpy(faces).unsqueeze(1).float() / 255.0 - mean) / std
-        return net(x).float().softmax(dim=1).numpy()
+        logits = net(x).float()
+        return (logits if temperature == 1.0 else logits / temperature).softmax(dim=1).numpy()
 
 
 def trained_bare(arch: str = "shallow-cnn", seed: int = 0, **kwargs) -> torch.nn.Module:
@@ -72,8 +74,9 @@ def test_bundled_model_gives_the_version_1_probabilities():
         assert float(state["normalize.std"]) == pytest.approx(norm["std"])
         state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     faces = synthetic_faces()
+    temperature = float((raw.get("calibration") or {}).get("temperature", 1.0))
     expected = v1_probabilities(raw["arch"], raw["arch_kwargs"], state,
-                                norm["mean"], norm["std"], faces)
+                                norm["mean"], norm["std"], faces, temperature)
     got = Predictor.load("default", device="cpu").predict_proba(faces)
     np.testing.assert_array_equal(got, expected)
 

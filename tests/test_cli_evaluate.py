@@ -49,6 +49,8 @@ def test_evaluate_json(monkeypatch, capsys, files):
                                                         result["confusion_matrix"])
     assert sum(map(sum, result["confusion_matrix"])) == 14
     assert 0.0 <= result["accuracy"] <= 1.0
+    assert 0.0 <= result["ece"] <= 1.0 and 0.0 <= result["mean_confidence"] <= 1.0
+    assert sum(result["calibration"]["count"]) == 14 and result["calibration"]["bins"] == 15
 
 
 def test_evaluate_table_split_tta_and_out(monkeypatch, capsys, files, tmp_path):
@@ -63,8 +65,10 @@ def test_evaluate_table_split_tta_and_out(monkeypatch, capsys, files, tmp_path):
     for word in ("precision", "recall", "support", "accuracy", "macro-F1", "confusion matrix",
                  "happy", "neutral"):
         assert word in out
-    for name in ("metrics.json", "predictions.csv", "confusion_matrix.png", "mistakes.png"):
+    for name in ("metrics.json", "predictions.csv", "confusion_matrix.png", "reliability.png",
+                 "mistakes.png"):
         assert (tmp_path / "report" / name).is_file()
+    assert "ECE (15 bins, uncalibrated)" in out and "mean confidence" in out
     saved = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert saved["split"] == "val" and saved["tta"] == "flip" and saved["n"] == 14
 

@@ -274,3 +274,28 @@ def test_symlink_loops_in_a_folder_do_not_hang(tmp_path):
     (root / "happy" / "again").symlink_to(root)  # happy/again -> the root itself
     ds = load_dataset(root)
     assert ds.names.tolist() == ["happy/a.png"]
+
+
+def test_both_readers_hand_back_named_decoded_faces(tmp_path, faces):
+    """read_csv and read_images return one named type, DecodedFaces, that load_dataset turns
+    into the FaceDataset."""
+    from ferkit.data.csvio import read_csv
+    from ferkit.data.dataset import DecodedFaces
+    from ferkit.data.imagefolders import ZipSource, read_images
+
+    images, labels, splits = faces
+    csv_path = write_csv(tmp_path / "fer2013.csv", images, labels, splits)
+    zip_path = write_zip(tmp_path / "faces.zip", kaggle_entries(images, labels, splits))
+    source = ZipSource(zip_path, str(zip_path))
+    try:
+        read = [read_csv(csv_path, str(csv_path), skip_bad=False),
+                read_images(source, skip_bad=False)]
+    finally:
+        source.close()
+    for got in read:
+        assert isinstance(got, DecodedFaces)
+        assert got.images.shape == (len(labels), 48, 48) and got.images.dtype == np.uint8
+        assert len(got.labels) == len(got.splits) == len(got.names) == len(labels)
+        assert got.skipped == [] and got.warnings == []
+        ds = got.to_dataset("src")
+        assert isinstance(ds, FaceDataset) and ds.source == "src" and len(ds) == len(labels)

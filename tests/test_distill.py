@@ -190,3 +190,52 @@ def test_views_are_seeded_augmented_and_labelled_on_themselves(dataset, shifted_
     views = [next(k for k in range(3) if torch.equal(images[i], a.images[k, i]))
              for i in range(20)]  # each row is one of the face's own views ...
     assert all(torch.equal(targets[i], a.targets[v, i]) for i, v in enumerate(views))  # its answer
+
+
+@pytest.mark.parametrize("mode", ["none", "live", "fixed", "views"])
+def test_distill_targets_give_each_mode_its_targets(dataset, shifted_teacher, mode):
+    """DistillTargets.build, per step: the student's batch and the teacher's targets on it, as
+    the loop used to compute them inline. fixed: the teacher's flip-averaged log-probabilities
+    of the clean faces, indexed by idx; views: one stored view of each face with the answer on
+    that view; live: the teacher's logits on the batch itself; mixed stored targets are blended
+    as the images were."""
+    from ferkit.training.augment import BatchAugment
+    from ferkit.training.distill import DistillTargets
+    from ferkit.training.mixing import Mix
+
+    config = TrainConfig(augment="strong", aug_flip=0.0, seed=3, distill_views=2,
+                         teacher=str(shifted_teacher) if mode != "none" else "",
+                         distill_targets=mode if mode != "none" else "live").validated()
+    faces = torch.from_numpy(dataset.images[:20]).unsqueeze(1)
+    targets = DistillTargets.build(config, faces, fill=0.5, precision=FP32, batch_size=8)
+    augment = BatchAugment(config, fill=0.5)
+    idx = torch.tensor([3, 0, 7, 7, 19])
+    torch.manual_seed(0)
+    x, stored = targets.inputs(idx, faces, augment)
+    got = targets.targets(x, None, stored)
+    assert x.shape == (5, 1, 48, 48) and x.dtype == torch.float32
+    if mode != "views":  # the run's own augmentation of faces[idx]
+        torch.manual_seed(0)
+        assert torch.equal(x, augment(faces[idx], train=True))
+
+    if mode == "none":
+        assert targets.teacher is None and got is None and targets.checkpoint_entries() == {}
+        return
+    teacher = Teacher.load(str(shifted_teacher), torch.device("cpu"), FP32, CLASSES)
+    assert targets.checkpoint_entries() == {"teacher": teacher.record()}
+    if mode == "live":
+        assert stored is None and targets.seconds < 1.0
+        assert torch.equal(got, teacher.logits(x, FP32))
+        return
+    assert targets.seconds > 0  # computed before the first step
+    if mode == "fixed":
+        assert torch.allclose(got, teacher.fixed_targets(faces, FP32)[idx], atol=1e-6)
+    else:  # views: each row one of its face's stored views (flip 0 here), with its answer
+        views = targets.views
+        assert views.images.shape == (2, 20, 1, 48, 48)
+        for row, i in enumerate(idx):
+            k = next(k for k in range(2)
+                     if torch.equal(x[row].mul(255).round(), views.images[k, i].float()))
+            assert torch.equal(got[row], views.targets[k, i])
+    mix = Mix(torch.tensor([1, 0, 3, 2, 4]), 0.25)
+    assert torch.equal(targets.targets(x, mix, stored), mix.log_probs(stored))

@@ -50,7 +50,9 @@ def test_report_agrees_with_the_predictor(predictor, dataset):
 def test_to_dict_is_json_with_the_promised_keys(predictor, dataset):
     d = evaluate(predictor, dataset, split="val").to_dict()
     assert set(d) >= REQUIRED_KEYS
-    assert set(d) - REQUIRED_KEYS <= {"model", "split", "tta", "data", "classes", "arch"}
+    assert set(d) - REQUIRED_KEYS <= {"model", "split", "tta", "data", "classes", "arch", "ece",
+                                      "mean_confidence", "calibration"}
+    assert 0.0 <= d["ece"] <= 1.0 and 0.0 <= d["mean_confidence"] <= 1.0
     again = json.loads(json.dumps(d))
     assert again["confusion_matrix"] == d["confusion_matrix"]
     assert set(again["per_class"]["happy"]) == {"precision", "recall", "f1", "support"}
@@ -145,11 +147,12 @@ def test_mistakes_are_wrong_and_most_confident_first(predictor, dataset):
 def test_save_writes_metrics_predictions_and_figures(predictor, dataset, tmp_path):
     report = evaluate(predictor, dataset)
     files = report.save(tmp_path / "out")
-    assert set(files) == {"metrics", "predictions", "confusion_matrix", "mistakes"}
+    assert set(files) == {"metrics", "predictions", "confusion_matrix", "reliability",
+                          "mistakes"}
     assert json.loads(files["metrics"].read_text()) == json.loads(json.dumps(report.to_dict()))
     rows = files["predictions"].read_text().splitlines()
     assert rows[0].startswith("name,true,predicted,score,p_angry") and len(rows) == report.n + 1
-    for key in ("confusion_matrix", "mistakes"):
+    for key in ("confusion_matrix", "reliability", "mistakes"):
         with Image.open(files[key]) as im:
             assert im.format == "PNG" and im.width > 300 and im.height > 200
 

@@ -68,3 +68,48 @@ def test_readme_demo_output_has_the_line_demo_prints():
     shown = readme.split("$ ferkit demo\n", 1)[1].splitlines()[0]
     assert re.fullmatch(r"model: [\w-]+ \(\S+/default\.pt\) on cpu", shown), shown
 
+
+
+def _string_constants(path: Path) -> list[str]:
+    """The string literals of a module's code, docstrings left out (prose may name a file)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef
+                                | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
+            and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_run_directory_file_names_have_one_owner():
+    """ferkit/run_files.py names the run directory's files; every module that reads or writes
+    one (training.run_dir, models.checkpoint, serving, evaluation, the CLI) imports the name."""
+    from ferkit import run_files
+    from ferkit.training import run_dir
+
+    names = {run_files.CONFIG, run_files.METRICS, run_files.BEST, run_files.LAST,
+             run_files.CURVES, *run_files.CHECKPOINTS}
+    assert names == {"config.json", "metrics.jsonl", "best.pt", "last.pt", "curves.png",
+                     "model.pt"}
+    assert (run_dir.CONFIG, run_dir.METRICS, run_dir.BEST, run_dir.LAST, run_dir.CURVES) == \
+        (run_files.CONFIG, run_files.METRICS, run_files.BEST, run_files.LAST, run_files.CURVES)
+    owner = ROOT / "src/ferkit/run_files.py"
+    spelled = sorted(f"{p.relative_to(ROOT)}: {s!r}" for p in (ROOT / "src/ferkit").rglob("*.py")
+                     if p != owner for s in _string_constants(p)
+                     if s in names or any(s.endswith(f"/{n}") for n in names))
+    assert spelled == []
+
+
+def test_checkpoint_and_serving_find_run_files_without_the_training_layer():
+    """models.checkpoint and serving.engine reach the run directory's file names through the
+    leaf ferkit.run_files: importing them imports nothing of ferkit.training (the layer above)."""
+    import sys
+
+    code = ("import sys, ferkit.models.checkpoint, ferkit.serving.engine; "
+            "print([m for m in sys.modules if m.startswith('ferkit.training')])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -91,6 +91,24 @@ def test_not_a_run_is_a_clear_error(runs, tmp_path):
         load_run(bad)
 
 
+def test_metrics_are_read_by_the_run_directorys_reader(tmp_path):
+    """The report reads metrics.jsonl with training.run_dir.read_metrics: a line that is not
+    JSON names the file and the line; blank lines and non-objects are left out."""
+    from ferkit.training import run_dir as rd
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / rd.METRICS).write_text('{"epoch": 1, "val_acc": 0.5}\n\n[1]\n'
+                                  '{"epoch": 2, "val_acc": 0.6}\n')
+    assert [m["epoch"] for m in load_run(run).metrics] == [1, 2] == \
+        [m["epoch"] for m in rd.read_metrics(run)]
+    assert load_run(run).last["val_acc"] == 0.6
+    (run / rd.METRICS).write_text('{"epoch": 1, "val_acc": 0.5}\n{"epoch": 2, "val\n')
+    for read in (load_run, rd.read_metrics):
+        with pytest.raises(ModelError, match=r"metrics.jsonl: line 2 is not JSON"):
+            read(run)
+
+
 def test_cli_report(runs, tmp_path):
     out = tmp_path / "cli.html"
     res = CliRunner().invoke(app, ["report", *map(str, runs), "--out", str(out)])

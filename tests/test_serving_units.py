@@ -260,3 +260,22 @@ def test_faces_any_size_become_48x48_gray():
     for bad in ([[1.5] * 48] * 48, [[True] * 48] * 48, [[0] * 48] * 3, 7, None):
         with pytest.raises(ApiError):
             face_from_json(bad, Limits(), "f")
+
+
+def test_engine_batches_the_faces_predict_finds_through_the_recognizers_hook(tmp_path):
+    """The Recognizer takes the batcher as its `classify_with`: nothing replaces its methods,
+    and a photo's faces reach the model through the batcher (its calls counter)."""
+    from test_serving import PHOTO, make_checkpoint
+
+    from ferkit.serving.engine import Engine
+
+    engine = Engine(make_checkpoint(tmp_path / "tiny.pt"), device="cpu", max_wait_ms=1.0)
+    try:
+        rec = engine.recognizer
+        assert "classify" not in vars(rec) and rec.classify_with == engine._batched
+        calls = engine.batcher.stats.as_dict()["calls"]
+        faces = engine.predict(decode_image(PHOTO.read_bytes(), Limits()))
+        assert len(faces) == 1
+        assert engine.batcher.stats.as_dict()["calls"] == calls + 1
+    finally:
+        engine.close()

@@ -148,3 +148,46 @@ def test_onecycle_runs_for_any_number_of_steps(total):
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] < 0.1
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_train_state_round_trips_through_last_pt_entries(ema):
+    """TrainState.state_dict() holds exactly last.pt's resume entries, and load_state_dict() of
+    them (with the saved model's weights, as last.pt holds them) gives the same state back."""
+    from torch import nn
+
+    from ferkit.training.distributed import Dist
+    from ferkit.training.trainer import EpochMetrics, TrainState
+
+    def state(seed: int) -> TrainState:
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+        config = TrainConfig(epochs=2, ema=ema, batch_size=4).validated()
+        sampler = EpochSampler(np.arange(8) % 3, 4, "none", 0.5, seed, torch.device("cpu"))
+        data = {"n_train": 8, "n_val": 2, "steps_per_epoch": 2, "train_digest": "t",
+                "val_digest": "v"}
+        return TrainState.start(config, model, sampler, data, torch.device("cpu"))
+
+    a = state(0)
+    loss = a.model(torch.randn(4, 4)).sum()
+    loss.backward()
+    a.optimizer.step()
+    a.scheduler.step()
+    if a.ema is not None:
+        a.ema.update_parameters(a.model)
+    a.sampler.epoch()
+    a.end_epoch(EpochMetrics(1, 1.0, 0.5, 1.1, 0.4, 0.1, 2.0, 4.0), patience=0)
+    saved = a.state_dict()
+    assert list(saved) == ["epoch", "train_state_dict", "optimizer", "scheduler", "ema", "sampler",
+                           "rng", "world_size", "rng_ranks", "early_stopping", "history", "data"]
+    assert (saved["train_state_dict"] is None) == (ema == 0.0)
+    weights = {k: v.clone() for k, v in a.eval_model.state_dict().items()}
+    last_pt = {**saved, "state_dict": weights, "path": "last.pt", "config": {"seed": 0}}
+
+    b = state(1)
+    b.load_state_dict(last_pt, Dist())
+    assert (b.epoch, b.best_val_acc, b.best_epoch, b.history) == (1, 0.4, 1, a.history)
+    assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
+    assert torch.equal(a.sampler.epoch(), b.sampler.epoch())
+    assert b.optimizer.state_dict()["state"].keys() == a.optimizer.state_dict()["state"].keys()
+    assert b.scheduler.state_dict() == a.scheduler.state_dict()

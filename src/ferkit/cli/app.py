@@ -51,6 +51,7 @@ def _root(
 
 def _register_commands() -> None:
     from ferkit.cli import (
+        calibrate,
         data,
         evaluate,
         explain,
@@ -63,7 +64,8 @@ def _register_commands() -> None:
         train,
     )
 
-    for module in (data, models, train, evaluate, export, predict, explain, serve, sweep, report):
+    for module in (data, models, train, evaluate, calibrate, export, predict, explain, serve,
+                   sweep, report):
         module.register(app)
 
 

@@ -18,6 +18,10 @@ true class, columns = predicted). The split defaults to test if the data has one
 else its only split. Macro-F1 averages F1 over the classes present in the split; every class \
 of the model gets a row. Model classes are matched to the data's by name.
 
+Calibration: the expected calibration error (ECE, 15 equal-width confidence bins; 0 means a \
+confidence of 0.8 is right 80% of the time) and the mean confidence against the accuracy. \
+A checkpoint calibrated with `ferkit calibrate` is measured with its temperature applied.
+
 Examples:
 
   ferkit evaluate --model runs/ferkit-vgg --data fer2013.zip
@@ -63,7 +67,8 @@ def evaluate_command(
     json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON on stdout."),
     out: Path | None = typer.Option(None, "--out", "-o", metavar="DIR",
                                     help="Also write metrics.json, predictions.csv, "
-                                         "confusion_matrix.png and mistakes.png here."),
+                                         "confusion_matrix.png, reliability.png and "
+                                         "mistakes.png here."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda",
                                help="Where to run the model."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Faces per forward pass."),
@@ -131,6 +136,14 @@ def print_report(console, report, arch: str = "") -> None:
     table.add_row("accuracy", "", "", f"[bold]{report.accuracy:.4f}[/]", str(report.n))
     table.add_row(f"macro-F1 ({present} classes present)", "", "",
                   f"[bold]{report.macro_f1:.4f}[/]", str(report.n))
+    table.add_section()
+    cal = report.calibration
+    t = getattr(report, "temperature", 1.0)
+    table.add_row(f"mean confidence (vs accuracy {cal['accuracy']:.4f})", "", "",
+                  f"{cal['mean_confidence']:.4f}", str(report.n))
+    table.add_row(f"ECE ({cal['bins']} bins, "
+                  f"{'uncalibrated' if t == 1.0 else f'temperature {t:.3f}'})", "", "",
+                  f"[bold]{cal['ece']:.4f}[/]", str(report.n))
     console.print(table)
 
     cm = Table(title="confusion matrix (rows = true, columns = predicted)", title_justify="left")

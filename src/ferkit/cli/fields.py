@@ -1,4 +1,4 @@
-"""Typer options generated from dataclass fields made by `ferkit.training.config.option()`.
+"""Typer options generated from dataclass fields made by `ferkit.options.option()`.
 
 A field's metadata holds its help text and panel, so adding a field to the dataclass adds the
 option to the command line, with nothing else to edit. Types come from the resolved annotations:
@@ -15,16 +15,16 @@ from typing import Any
 
 import typer
 
+from ferkit.options import default_of, flag_of
+
 KIND = inspect.Parameter.KEYWORD_ONLY
 
 
 def field_parameter(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
     """The Typer option of one dataclass field."""
-    from ferkit.training.config import flag_of
-
     m = f.metadata
     flag = flag_of(f)
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    default = default_of(f)
     annotation = hint
     decls = [flag]
     if typing.get_origin(hint) is dict or hint is dict:
@@ -33,7 +33,8 @@ def field_parameter(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
         decls = [f"{flag}/--no-{flag[2:]}"]
     if m.get("short"):
         decls.append(m["short"])
-    info = typer.Option(default, *decls, help=m["help"], rich_help_panel=m["panel"])
+    info = typer.Option(default, *decls, help=m["help"], rich_help_panel=m["panel"],
+                        metavar=m.get("metavar") or None)
     return inspect.Parameter(f.name, KIND, default=info, annotation=annotation)
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import typer
 
 from ferkit.errors import FerkitError
-from ferkit.recognition.sizes import DETECT_SIZE, DETECT_SIZE_HELP
+from ferkit.recognition.sizes import DETECT_SIZE, DETECT_SIZE_HELP, MIN_CONFIDENCE
 from ferkit.tta import TTA_HELP, TTA_METAVAR, check_tta
 
-PREDICT_HELP = """Find the faces in images, folders or videos; name each expression.
+PREDICT_HELP = """Find faces in images, folders or videos; name each expression.
 
 INPUT may be image files, folders (searched recursively for images and videos) or video files \
 (.mp4 .avi .mov .mkv .webm). Faces that are very small or blurry are still reported, with a \
@@ -49,7 +49,7 @@ Examples:
   ferkit predict photos/ clip.mp4 --out results/ --every 5
 """
 
-DEMO_HELP = """Recognise the expressions in the sample photo shipped with ferkit.
+DEMO_HELP = """Recognise the expressions in the sample photo ferkit ships.
 
 The photo holds three public-domain photographs. It prints the faces and writes the annotated \
 photo and a figure with each face's probabilities. Needs no dataset and no network.
@@ -79,7 +79,7 @@ Examples:
 # Options that predict, webcam and demo share (one definition each).
 DEVICE_OPTION = typer.Option("auto", "--device", metavar="DEVICE",
                              help="auto | cpu | cuda | mps: where to run the classifier.")
-MIN_CONFIDENCE_OPTION = typer.Option(0.5, "--min-confidence", min=0.0, max=1.0,
+MIN_CONFIDENCE_OPTION = typer.Option(MIN_CONFIDENCE, "--min-confidence", min=0.0, max=1.0,
                                      help="Face detector confidence threshold (0-1).")
 DETECT_SIZE_OPTION = typer.Option(DETECT_SIZE, "--detect-size", min=0, metavar="PX",
                                   help=DETECT_SIZE_HELP)

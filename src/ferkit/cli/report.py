@@ -48,7 +48,8 @@ def report_command(
     as_json: bool = typer.Option(False, "--json", help="Print the runs and the recipes' "
                                  "statistics as JSON on stdout (the page is written too)."),
 ) -> None:
-    from ferkit.evaluation.report import format_summary, recipe_rows, summary_rows, write_report
+    from ferkit.evaluation.compare import recipe_rows, summary_rows
+    from ferkit.evaluation.report import format_summary, write_report
 
     path, records = write_report(runs, out, data=data, device=device, title=title)
     if as_json:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-import json
+import inspect
 import os
 import socket
+import typing
+from typing import Any
 
 import typer
 
 from ferkit.errors import FerkitError
-from ferkit.recognition.sizes import DETECT_SIZE, DETECT_SIZE_HELP, check_detect_size
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 SERVE_MODULES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart"}
@@ -55,51 +57,32 @@ Examples:
 """
 
 
-def serve(
-    host: str = typer.Option("127.0.0.1", "--host",
-                             help="Address to listen on. 0.0.0.0 makes the server reachable from "
-                                  "other machines (phones on your network): only on networks you "
-                                  "trust."),
-    port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
-    model: str = typer.Option("default", "--model", "-m",
-                              help="'default' (bundled weights), a checkpoint file or a run "
-                                   "directory."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    workers: int = typer.Option(1, "--workers", min=1, max=64,
-                                help="Server processes, each with its own copy of the model."),
-    threads: int = typer.Option(0, "--threads", min=0, max=256,
-                                help="Decoding/detection threads per process (0: CPU count + 2, "
-                                     "at most 8)."),
-    decode_slots: int = typer.Option(0, "--decode-slots", min=0, max=256,
-                                     help="Uploads decoded at once per process; the others "
-                                          "queue, so memory holds at most this many big photos "
-                                          "(0: one per CPU, divided among --workers)."),
-    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.001,
-                                        help="Larger uploads are refused with 413."),
-    max_pixels: int = typer.Option(40_000_000, "--max-pixels", min=1,
-                                   help="Images with more pixels are refused with 413 before "
-                                        "they are decoded."),
-    work_pixels: int = typer.Option(2_000_000, "--work-pixels", min=10_000,
-                                    help="Larger photos are downscaled to this many pixels for "
-                                         "detection (boxes are reported in the original's "
-                                         "pixels)."),
-    batching: bool = typer.Option(True, "--batching/--no-batching",
-                                  help="Micro-batch the classification of concurrent requests."),
-    max_batch: int = typer.Option(64, "--max-batch", min=1, max=4096,
-                                  help="Most faces in one micro-batch."),
-    batch_wait_ms: float = typer.Option(3.0, "--batch-wait-ms", min=0.0, max=1000.0,
-                                        help="How long a micro-batch waits for more requests."),
-    min_confidence: float = typer.Option(0.5, "--min-confidence", min=0.0, max=1.0,
-                                         help="Face detection threshold."),
-    detect_size: int = typer.Option(DETECT_SIZE, "--detect-size", min=0, metavar="PX",
-                                    help=DETECT_SIZE_HELP),
-    ssl_certfile: str = typer.Option(None, "--ssl-certfile",
-                                     help="Serve HTTPS (browsers allow the webcam only over "
-                                          "HTTPS or on localhost)."),
-    ssl_keyfile: str = typer.Option(None, "--ssl-keyfile", help="Key for --ssl-certfile."),
-    log_level: str = typer.Option("info", "--log-level",
-                                  help="uvicorn log level: critical, error, warning, info, debug."),
-) -> None:
+def _own_options() -> dict[str, list[inspect.Parameter]]:
+    """The options of `ferkit serve` that are not ServeConfig fields: the server itself."""
+    from ferkit.cli.fields import cli_option
+
+    def server(name: str, annotation: Any, default: Any, *decls: str, **kwargs: Any
+               ) -> inspect.Parameter:
+        return cli_option(name, annotation, default, *decls, rich_help_panel="Server", **kwargs)
+
+    return {"Server": [
+        server("host", str, "127.0.0.1", "--host",
+               help="Address to listen on. 0.0.0.0 makes the server reachable from other machines "
+               "(phones on your network): only on networks you trust."),
+        server("port", int, 8000, "--port", min=1, max=65535, help="TCP port."),
+        server("workers", int, 1, "--workers", min=1, max=64,
+               help="Server processes, each with its own copy of the model."),
+        server("ssl_certfile", str | None, None, "--ssl-certfile",
+               help="Serve HTTPS (browsers allow the webcam only over HTTPS or on localhost)."),
+        server("ssl_keyfile", str | None, None, "--ssl-keyfile", help="Key for --ssl-certfile."),
+        server("log_level", str, "info", "--log-level",
+               help="uvicorn log level: critical, error, warning, info, debug."),
+    ]}
+
+
+def _serve(host: str, port: int, workers: int, ssl_certfile: str | None,
+           ssl_keyfile: str | None, log_level: str, **settings: Any) -> None:
+    """`ferkit serve`: the ServeConfig options typed here, and how to run the server."""
     missing = missing_serve_packages()
     if missing:
         raise FerkitError(f"`ferkit serve` needs {', '.join(missing)}: "
@@ -107,17 +90,11 @@ def serve(
     import uvicorn
 
     from ferkit.serving.app import ENV_CONFIG, build_from_config
+    from ferkit.serving.config import ServeConfig
 
-    config = {
-        "model": model, "device": device, "min_confidence": min_confidence,
-        "detect_size": detect_size,
-        "batching": batching, "max_batch": max_batch, "max_wait_ms": batch_wait_ms,
-        "threads": threads or None,
-        "decode_slots": decode_slots or _auto_decode_slots(workers),
-        "limits": {"max_upload_bytes": int(max_upload_mb * 2**20), "max_pixels": max_pixels,
-                   "work_pixels": work_pixels},
-    }
-    check_detect_size(detect_size)
+    config = ServeConfig(**settings)  # checks every setting
+    if not config.decode_slots:
+        config = dataclasses.replace(config, decode_slots=_auto_decode_slots(workers) or 0)
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise FerkitError("--ssl-certfile and --ssl-keyfile go together")
     for opt, value in (("--ssl-certfile", ssl_certfile), ("--ssl-keyfile", ssl_keyfile)):
@@ -131,6 +108,7 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     url = f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '') else shown}:{port}"
 
+    model = config.model
     if workers == 1:
         app = build_from_config(config)  # load once, here: a bad --model fails before binding
         info = app.state.engine.info()
@@ -142,11 +120,11 @@ def serve(
         # fail fast in the parent (an exported .onnx too); each worker loads its own copy
         arch = (OnnxPredictor.load(model).arch if is_onnx_file(model)
                 else load_checkpoint(model).get("arch"))
-        info = {"name": model, "arch": arch, "device": device}
-        os.environ[ENV_CONFIG] = json.dumps(config)
+        info = {"name": model, "arch": arch, "device": config.device}
+        os.environ[ENV_CONFIG] = config.to_json()
         target = "ferkit.serving.app:create_app_from_env"
-    batch = f"batching on (<= {max_batch} faces, {batch_wait_ms:g} ms)" if batching \
-        else "batching off"
+    batch = (f"batching on (<= {config.max_batch} faces, {config.max_wait_ms:g} ms)"
+             if config.batching else "batching off")
     typer.echo(f"ferkit serve: model {info['name']} ({info.get('arch')}) on {info.get('device')}, "
                f"{batch}, {workers} worker{'s' if workers > 1 else ''}")
     typer.echo(f"  web page  {url}/")
@@ -155,6 +133,24 @@ def serve(
         typer.echo(f"  listening on {host}: reachable from other machines on this network")
     uvicorn.run(target, host=host, port=port, workers=workers, log_level=log_level,
                 factory=workers > 1, timeout_graceful_shutdown=5, server_header=False, **ssl)
+
+
+def make_serve_command():
+    """_serve with one option per ServeConfig field (see ferkit.cli.fields), after the
+    command's own server options."""
+    from ferkit.cli.fields import options_from, with_signature
+    from ferkit.options import option_fields
+    from ferkit.serving.config import PANELS, ServeConfig
+
+    def serve(**kwargs: Any) -> None:
+        _serve(**kwargs)
+
+    params = options_from(option_fields(ServeConfig, PANELS), typing.get_type_hints(ServeConfig),
+                          _own_options(), PANELS)
+    return with_signature(serve, params)
+
+
+serve = make_serve_command()
 
 
 def register(app: typer.Typer) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
+import typing
+from typing import Any
 
 import typer
 
 from ferkit.cli import TYPER_SETTINGS
+from ferkit.sweeps.storage import DEFAULT_STORAGE
 
 SWEEP_HELP = """Run a hyper-parameter or architecture sweep (Optuna).
 
@@ -78,84 +82,75 @@ def register(app: typer.Typer) -> None:
     """Add `ferkit sweep` (a group: the sweep itself, `report` and `presets`)."""
     group = typer.Typer(help=SWEEP_HELP, invoke_without_command=True, no_args_is_help=True,
                         **TYPER_SETTINGS)
-    group.callback()(sweep_command)
+    group.callback()(make_sweep_command())
     group.command("report", help=REPORT_HELP)(report_command)
     group.command("presets", help=PRESETS_HELP)(presets_command)
     app.add_typer(group, name="sweep")
 
 
-def sweep_command(
-    ctx: typer.Context,
-    preset: str = typer.Option(None, "--preset", "-p", help="conv-stages | fc-layers | widths | "
-                               "tune (see `ferkit sweep presets`)."),
-    space: str = typer.Option(None, "--space", "-s", help="Search space TOML file."),
-    data: str = typer.Option("", "--data", "-d", help="Dataset: FER2013 CSV, image folder or zip."),
-    epochs: int = typer.Option(None, "--epochs", "-e", help="Epochs per trial (default: the "
-                               "space's, else ferkit train's)."),
-    limit: int = typer.Option(None, "--limit", help="Train on the first N training images only."),
-    batch_size: int = typer.Option(None, "--batch-size", "-b"),
-    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps "
-                               "(default: the space's, else auto)."),
-    seed: int = typer.Option(None, "--seed", help="Training seed of every trial."),
-    storage: str = typer.Option(None, "--storage", help="Optuna storage URL (default "
-                                "sqlite:///runs/sweeps.db); a bare path is a SQLite file."),
-    study: str = typer.Option(None, "--study", help="Study name (default: the space's name)."),
-    trials: int = typer.Option(None, "--trials", "-n", help="The study's trial budget, all "
-                               "workers together (default: the space's; grid: every cell)."),
-    workers: int = typer.Option(1, "--workers", "-w", help="Local worker processes."),
-    runs: str = typer.Option(None, "--runs", help="Root of the trial run dirs (default "
-                             "runs/sweeps)."),
-    threads: int = typer.Option(0, "--threads", help="Torch CPU threads per worker (0: this "
-                                "machine's cores shared out among --workers)."),
-    heartbeat: int = typer.Option(None, "--heartbeat", help="Seconds between a running trial's "
-                                  "heartbeats, for a new study (default 30); a trial silent for "
-                                  "4 heartbeats is failed and retried by another worker. "
-                                  "Joining workers use the study's."),
-) -> None:
+def _own_options() -> dict[str, list[inspect.Parameter]]:
+    """The options of `ferkit sweep` that are not SweepOptions fields: the search space."""
+    from ferkit.cli.fields import cli_option
+
+    return {"Space": [
+        cli_option("preset", str | None, None, "--preset", "-p", rich_help_panel="Space",
+                   help="conv-stages | fc-layers | widths | tune (see `ferkit sweep presets`)."),
+        cli_option("space", str | None, None, "--space", "-s", rich_help_panel="Space",
+                   help="Search space TOML file."),
+    ]}
+
+
+def _sweep_command(ctx: typer.Context, preset: str | None = None, space: str | None = None,
+                   **options: Any) -> None:
+    """`ferkit sweep` without a subcommand: run (or join) a study with the SweepOptions typed
+    here."""
     if ctx.invoked_subcommand is not None:
         return
+    from ferkit.sweeps.options import SweepOptions
     from ferkit.sweeps.space import resolve_space
-    from ferkit.sweeps.storage import DEFAULT_STORAGE, SweepError
-    from ferkit.sweeps.study import DEFAULT_RUNS, SweepOptions
     from ferkit.sweeps.worker import run_sweep
 
-    if workers < 1:
-        raise SweepError(f"--workers must be >= 1, got {workers}")
-    if trials is not None and trials < 1:
-        raise SweepError(f"--trials must be >= 1, got {trials}")
-    if heartbeat is not None and heartbeat < 1:
-        raise SweepError(f"--heartbeat must be >= 1 second, got {heartbeat}")
-    if threads < 0:
-        raise SweepError(f"--threads must be >= 0 (0 = cores / workers), got {threads}")
-    joining = not preset and not space and study
+    sweep = SweepOptions(**options)  # checks every option
+    joining = not preset and not space and sweep.study
     search = None if joining else resolve_space(preset, space)
-    options = SweepOptions(data=data, epochs=epochs, limit=limit, device=device,
-                           batch_size=batch_size, seed=seed, storage=storage or DEFAULT_STORAGE,
-                           study=study, trials=trials, workers=workers,
-                           runs=runs or DEFAULT_RUNS, threads=threads, heartbeat=heartbeat)
-    summary = run_sweep(search, options, say=lambda s: typer.echo(s))
+    summary = run_sweep(search, sweep, say=lambda s: typer.echo(s))
     typer.echo(f"study {summary.study!r}: {summary.n_complete} complete, {summary.n_pruned} "
                f"pruned, {summary.n_failed} failed of {summary.n_trials} trials")
     if summary.best_value is not None:
         params = ", ".join(f"{k}={v}" for k, v in summary.best_params.items())
         typer.echo(f"best: val acc {summary.best_value:.4f} with {params} -> "
                    f"{summary.best_run_dir}")
-    storage_arg = "" if options.storage == DEFAULT_STORAGE else f" --storage {options.storage}"
+    storage_arg = "" if sweep.storage == DEFAULT_STORAGE else f" --storage {sweep.storage}"
     typer.echo(f"table and plots: ferkit sweep report {summary.study}{storage_arg}")
+
+
+def make_sweep_command():
+    """_sweep_command with one option per SweepOptions field (see ferkit.cli.fields), plus
+    --preset and --space."""
+    from ferkit.cli.fields import options_from, with_signature
+    from ferkit.options import option_fields
+    from ferkit.sweeps.options import PANELS, SweepOptions
+
+    def sweep_command(ctx: typer.Context, **kwargs: Any) -> None:
+        _sweep_command(ctx, **kwargs)
+
+    ctx = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                            annotation=typer.Context)
+    params = options_from(option_fields(SweepOptions, PANELS),
+                          typing.get_type_hints(SweepOptions), _own_options(), PANELS)
+    return with_signature(sweep_command, [ctx, *params])
 
 
 def report_command(
     study: str = typer.Argument(None, metavar="STUDY",
                                 help="Study name (default: the latest in the storage)."),
-    storage: str = typer.Option(None, "--storage", help="Optuna storage URL (default "
-                                "sqlite:///runs/sweeps.db)."),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="Optuna storage URL."),
     out: str = typer.Option(None, "--out", "-o", help="Folder for the plots and sweep.json "
                             "(default RUNS/STUDY/report)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown."),
 ) -> None:
     from ferkit.sweeps import report as sr
-    from ferkit.sweeps.storage import DEFAULT_STORAGE
 
     url = storage or DEFAULT_STORAGE
     st = sr.load_study(url, study)

@@ -12,10 +12,12 @@ from typing import Any
 
 import typer
 
+from ferkit.run_files import BEST, CONFIG, CURVES, LAST, METRICS
+
 HELP = (
     "Train a model on a FER dataset; writes a run directory.\n\n"
-    "RUN_DIR (default runs/<YYYYmmdd-HHMMSS>-<model>) gets config.json, metrics.jsonl (one line "
-    "per epoch), best.pt (best val accuracy), last.pt (for --resume) and curves.png. Validation "
+    f"RUN_DIR (default runs/<YYYYmmdd-HHMMSS>-<model>) gets {CONFIG}, {METRICS} (one line "
+    f"per epoch), {BEST} (best val accuracy), {LAST} (for --resume) and {CURVES}. Validation "
     "is the source's val split (FER2013 PublicTest), or with --holdout F a fixed stratified slice "
     "of Training: use that to choose hyper-parameters without touching PublicTest.\n\n"
     "Examples:\n\n"
@@ -31,7 +33,7 @@ HELP = (
     "  # continue a run\n"
     "  ferkit train --resume --out runs/20250101-120000-ferkit-vgg\n\n"
     "  # repeat a recipe\n"
-    "  ferkit train --config runs/old/config.json --seed 1 --out runs/seed1\n\n"
+    f"  ferkit train --config runs/old/{CONFIG} --seed 1 --out runs/seed1\n\n"
     "  # DDP on this machine\n"
     "  ferkit train --nproc 2 --data fer2013.zip --model ferkit-small\n\n"
     "  # on every node of a cluster\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.classes import FACE_SIZE, NUM_CLASSES, class_index
-from ferkit.data.dataset import SPLITS, FaceDataset, SkippedItem
+from ferkit.data.dataset import SPLITS, DecodedFaces, FaceDataset, SkippedItem
 from ferkit.errors import DataError
 
 NPIX = FACE_SIZE * FACE_SIZE
@@ -32,14 +32,6 @@ _SPLIT_OF_USAGE = {
 
 def split_of_usage(value: str) -> str | None:
     return _SPLIT_OF_USAGE.get(value.strip().lower())
-
-
-class _Rows:
-    """What a reader hands back: arrays plus the entries it left out."""
-
-    def __init__(self, images, labels, splits, names, skipped):
-        self.images, self.labels, self.splits, self.names = images, labels, splits, names
-        self.skipped: list[SkippedItem] = skipped
 
 
 def _unquote(field: bytes) -> bytes:
@@ -117,7 +109,7 @@ def parse_pixel_fields(fields: list[bytes]) -> tuple[np.ndarray, dict[int, str]]
 
 
 def read_csv(path: Path, where: str, *, skip_bad: bool,
-             progress: Callable[[int, int], None] | None = None) -> _Rows:
+             progress: Callable[[int, int], None] | None = None) -> DecodedFaces:
     """Read a fer2013.csv. `where` is how messages name the file (the path as the user gave it)."""
     label = path.name  # entry names stay the same however the path was spelled
     try:
@@ -194,8 +186,8 @@ def read_csv(path: Path, where: str, *, skip_bad: bool,
             raise DataError(f"{where}: no usable rows; all {len(skipped)} were bad (first: "
                             f"{skipped[0].entry}: {skipped[0].reason})")
         raise DataError(f"{where}: no data rows after the header")
-    return _Rows(np.concatenate(images), np.array(labels, np.int64), np.array(splits),
-                 np.array(names), skipped)
+    return DecodedFaces(np.concatenate(images), np.array(labels, np.int64), np.array(splits),
+                        np.array(names), skipped)
 
 
 def _token_table() -> tuple[np.ndarray, np.ndarray]:

@@ -76,3 +76,21 @@ class FaceDataset:
     def class_counts(self) -> np.ndarray:
         """Number of faces per class, length 7."""
         return np.bincount(self.labels, minlength=NUM_CLASSES)
+
+
+@dataclass
+class DecodedFaces:
+    """What a source's reader (csvio.read_csv, imagefolders.read_images) hands back: the faces it
+    decoded, as arrays, the entries it left out and those whose decoder warned."""
+
+    images: np.ndarray  # uint8 (N, 48, 48)
+    labels: np.ndarray  # int64, 0..6 in CLASSES order
+    splits: np.ndarray  # "train", "val" or "test" per face
+    names: np.ndarray  # where each face came from (entry name or "file line N")
+    skipped: list[SkippedItem] = field(default_factory=list)
+    warnings: list[LoadWarning] = field(default_factory=list)
+
+    def to_dataset(self, source: str) -> FaceDataset:
+        """The FaceDataset of these faces, `source` being how messages name where they came."""
+        return FaceDataset(self.images, self.labels, self.splits.astype(str),
+                           self.names.astype(str), source, self.skipped, self.warnings)

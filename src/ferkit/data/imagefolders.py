@@ -40,7 +40,7 @@ import numpy as np
 
 from ferkit.classes import CLASSES, FACE_SIZE, class_index
 from ferkit.data import cstderr
-from ferkit.data.dataset import LoadWarning, SkippedItem
+from ferkit.data.dataset import DecodedFaces, LoadWarning, SkippedItem
 from ferkit.data.images import MAX_IMAGE_FILE_BYTES, decode_face, is_junk, quiet_opencv
 from ferkit.errors import DataError
 from ferkit.images import ImageDecodeError, is_image_name
@@ -349,8 +349,8 @@ def decode_workers() -> int:
 
 
 def read_images(source: FolderSource | ZipSource, *, skip_bad: bool,
-                progress: Callable[[int, int], None] | None = None):
-    """Plan the layout, then decode every image (in threads). Returns loading._Parts fields."""
+                progress: Callable[[int, int], None] | None = None) -> DecodedFaces:
+    """Plan the layout, then decode every image (in threads)."""
     planned = plan_layout(source.files())
     problems = sorted(planned.problems + source.problems)
     csvs = [e for e, _ in problems if e.lower().endswith(".csv")]
@@ -430,7 +430,8 @@ def read_images(source: FolderSource | ZipSource, *, skip_bad: bool,
     names = np.array([it[0] for it in items])[keep]
     labels = np.array([it[1] for it in items], np.int64)[keep]
     splits = np.array([it[2] for it in items])[keep]
-    return images[keep] if failed else images, labels, splits, names, skipped, warnings
+    return DecodedFaces(images[keep] if failed else images, labels, splits, names, skipped,
+                        warnings)
 
 
 def _attribute(source: FolderSource | ZipSource, items: list[tuple[str, int, str]],

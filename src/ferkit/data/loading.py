@@ -90,25 +90,21 @@ def load_dataset(path, *, skip_bad: bool = False, use_cache: bool = True,
             log.debug("%s: %d faces from cache in %.2fs", where, len(ds), time.perf_counter() - t0)
             return ds
 
-    warnings = []
     if kind == "csv":
         from ferkit.data.csvio import read_csv
 
-        rows = read_csv(p, where, skip_bad=skip_bad, progress=progress)
-        parts = (rows.images, rows.labels, rows.splits, rows.names, rows.skipped)
+        faces = read_csv(p, where, skip_bad=skip_bad, progress=progress)
     else:
         from ferkit.data.imagefolders import ZipSource, read_images
 
         source = folder if folder is not None else ZipSource(p, where)
         try:
-            *parts, warnings = read_images(source, skip_bad=skip_bad, progress=progress)
+            faces = read_images(source, skip_bad=skip_bad, progress=progress)
         finally:
             source.close()
-    images, labels, splits, names, skipped = parts
-    ds = FaceDataset(images, labels, splits.astype(str), names.astype(str), where, skipped,
-                     warnings)
+    ds = faces.to_dataset(where)
     log.debug("%s: decoded %d faces in %.2fs (%d skipped, %d with warnings)", where, len(ds),
-              time.perf_counter() - t0, len(skipped), len(warnings))
+              time.perf_counter() - t0, len(ds.skipped), len(ds.warnings))
     if key is not None:
         # Written only if the source still is what was hashed: an edit during the decode must
         # not be cached under the old content's key. Any write to a file moves its ctime, which

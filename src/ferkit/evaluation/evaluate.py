@@ -5,7 +5,7 @@
     from ferkit.models.predictor import Predictor
 
     report = evaluate(Predictor.load("runs/ferkit-vgg"), load_dataset("fer2013.zip"), tta="flip")
-    print(report.accuracy, report.macro_f1)
+    print(report.accuracy, report.macro_f1, report.ece)
     report.to_dict()  # what `ferkit evaluate --json` prints
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from ferkit.classes import CLASSES, class_index
 from ferkit.errors import DataError, FerkitError, ModelError
-from ferkit.evaluation.metrics import classification_metrics
+from ferkit.evaluation.metrics import ECE_BINS, calibration_summary, classification_metrics
 from ferkit.tta import check_tta
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ class EvaluationReport:
     data: str = ""
     names: np.ndarray = field(default_factory=lambda: np.array([], dtype=object), repr=False)
     images: np.ndarray | None = field(default=None, repr=False)  # (n, 48, 48) uint8
+    temperature: float = 1.0  # the model's calibration temperature, already in `probabilities`
 
     @property
     def predictions(self) -> np.ndarray:
@@ -65,6 +66,26 @@ class EvaluationReport:
         """(n,) probability of the predicted class."""
         return self.probabilities.max(axis=1)
 
+    @property
+    def calibration(self) -> dict[str, Any]:
+        """ece, bins, mean_confidence, accuracy and per-bin reliability of the top-class
+        probabilities (ferkit.evaluation.metrics.calibration_summary, ECE_BINS bins)."""
+        cached = self.__dict__.get("_calibration")
+        if cached is None:
+            cached = calibration_summary(self.probabilities, self.labels, ECE_BINS)
+            self.__dict__["_calibration"] = cached
+        return cached
+
+    @property
+    def ece(self) -> float:
+        """Expected calibration error (ECE_BINS equal-width confidence bins)."""
+        return self.calibration["ece"]
+
+    @property
+    def mean_confidence(self) -> float:
+        """Mean top-class probability: against `accuracy`, over- or under-confidence."""
+        return self.calibration["mean_confidence"]
+
     def mistakes(self, k: int | None = None) -> np.ndarray:
         """Indices of the wrongly classified faces, most confident first (at most k)."""
         wrong = np.flatnonzero(self.predictions != self.labels)
@@ -72,16 +93,25 @@ class EvaluationReport:
         return order if k is None else order[:k]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: accuracy, macro_f1, per_class, confusion_matrix, n, then context keys."""
+        """JSON-ready: accuracy, macro_f1, ece, mean_confidence, per_class, confusion_matrix, n,
+        calibration (bins, the model's temperature, per-bin count / confidence / accuracy), then
+        context keys."""
+        cal = self.calibration
+        reliability = {k: [None if v is None else (round(v, 6) if isinstance(v, float) else v)
+                           for v in values] for k, values in cal["reliability"].items()}
         out: dict[str, Any] = {
             "accuracy": round(self.accuracy, 6),
             "macro_f1": round(self.macro_f1, 6),
+            "ece": round(cal["ece"], 6),
+            "mean_confidence": round(cal["mean_confidence"], 6),
             "per_class": {
                 name: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in entry.items()}
                 for name, entry in self.per_class.items()
             },
             "confusion_matrix": self.confusion_matrix.astype(int).tolist(),
             "n": self.n,
+            "calibration": {"bins": cal["bins"], "temperature": round(float(self.temperature), 6),
+                            **reliability},
             "classes": list(self.classes),
             "split": self.split,
             "tta": self.tta,
@@ -97,8 +127,9 @@ class EvaluationReport:
         return dumps({**self.to_dict(), **extra})
 
     def save(self, out_dir: str | Path, mistakes: int = 36) -> dict[str, Path]:
-        """Write metrics.json, predictions.csv, confusion_matrix.png and mistakes.png to out_dir."""
-        from ferkit.evaluation.plots import plot_confusion_matrix, plot_mistakes
+        """Write metrics.json, predictions.csv, confusion_matrix.png, reliability.png and
+        mistakes.png to out_dir."""
+        from ferkit.evaluation.plots import plot_confusion_matrix, plot_mistakes, plot_reliability
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -115,6 +146,9 @@ class EvaluationReport:
                                  f"{scores[i]:.4f}", *[f"{p:.4f}" for p in self.probabilities[i]]])
         files["confusion_matrix"] = plot_confusion_matrix(
             self.confusion_matrix, self.classes, self.caption, out / "confusion_matrix.png")
+        files["reliability"] = plot_reliability(
+            self.probabilities, self.labels, self.caption, out / "reliability.png",
+            temperature=self.temperature)
         if self.images is not None:
             files["mistakes"] = plot_mistakes(self.images, self.labels, self.probabilities,
                                               list(self.names), self.classes, self.caption,
@@ -138,7 +172,8 @@ def dumps(obj: Any) -> str:
                             + "]", text)
 
 
-_NUMBER_LIST = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
+_ATOM = r"(?:-?[\d.eE+-]+|null)"  # a number, or null (an empty reliability bin)
+_NUMBER_LIST = re.compile(rf"\[\s*({_ATOM}(?:,\s*{_ATOM})*)\s*\]")
 
 
 def default_split(dataset: FaceDataset) -> str:
@@ -241,6 +276,7 @@ def evaluate(predictor: Predictor | str | Path, dataset: FaceDataset | str | Pat
         confusion_matrix=m["confusion_matrix"], n=m["n"], probabilities=probs, labels=labels,
         classes=classes, split=name, tta=tta, model=model_name, data=dataset.source,
         names=part.names, images=part.images,
+        temperature=float(getattr(predictor, "temperature", 1.0)),
     )
 
 

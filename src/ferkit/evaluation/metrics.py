@@ -1,4 +1,5 @@
-"""Classification metrics in plain numpy: confusion matrix, per-class precision/recall/F1, macro-F1.
+"""Classification metrics in plain numpy: confusion matrix, per-class precision/recall/F1, macro-F1,
+and how well the confidence matches the accuracy (expected calibration error, reliability bins).
 
 Conventions (the same as ``ferkit evaluate`` reports):
 
@@ -12,6 +13,11 @@ Conventions (the same as ``ferkit evaluate`` reports):
   Classes absent from the data are left out rather than counted as 0, so evaluating on a
   dataset that holds only some of the classes still gives a meaningful number; a present
   class the model never predicts counts as F1 = 0.
+* Calibration (Guo et al., 2017): the confidence of a face is its top probability, and it is
+  correct when the top class is the true one. The faces are put into ECE_BINS equal-width
+  confidence bins (i/B, (i+1)/B] (a confidence of exactly 0 goes into the first); the expected
+  calibration error is the mean over faces of |accuracy - mean confidence| of their bin, i.e.
+  sum_b (n_b / n) |acc_b - conf_b|. 0 means "0.8 is right 80% of the time" in every bin.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+ECE_BINS = 15
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> np.ndarray:
@@ -94,3 +102,67 @@ def _as_index_array(values: np.ndarray, n_classes: int, what: str) -> np.ndarray
     if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
         raise ValueError(f"{what} hold class indices outside 0..{n_classes - 1}")
     return arr
+
+
+def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS
+                     ) -> dict[str, np.ndarray]:
+    """Per equal-width confidence bin: `edges` (n_bins + 1,), `count`, mean `confidence` and
+    `accuracy` (n_bins,); confidence and accuracy are NaN in an empty bin.
+
+    `probabilities` (n, C) rows summing to 1, `labels` (n,) true class indices in their order.
+    """
+    probs = np.asarray(probabilities, dtype=np.float64)
+    if probs.ndim != 2:
+        raise ValueError(f"probabilities must be (n, classes), got shape {probs.shape}")
+    labels = _as_index_array(labels, probs.shape[1], "labels")
+    if len(labels) != len(probs):
+        raise ValueError(f"probabilities and labels differ in length ({len(probs)} vs "
+                         f"{len(labels)})")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    confidence = probs.max(axis=1) if len(probs) else np.zeros(0)
+    correct = (probs.argmax(axis=1) == labels) if len(probs) else np.zeros(0, dtype=bool)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # bin b holds (edges[b], edges[b + 1]]; 0 joins the first bin, anything above 1 the last
+    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    count = np.bincount(index, minlength=n_bins)
+    conf_sum = np.bincount(index, weights=confidence, minlength=n_bins)
+    acc_sum = np.bincount(index, weights=correct.astype(np.float64), minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.where(count > 0, conf_sum / np.maximum(count, 1), np.nan)
+        accuracy = np.where(count > 0, acc_sum / np.maximum(count, 1), np.nan)
+    return {"edges": edges, "count": count, "confidence": mean_conf, "accuracy": accuracy}
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray,
+                               n_bins: int = ECE_BINS) -> float:
+    """ECE over `n_bins` equal-width confidence bins (see the module docstring); 0.0 for no
+    faces."""
+    bins = reliability_bins(probabilities, labels, n_bins)
+    n = int(bins["count"].sum())
+    if n == 0:
+        return 0.0
+    full = bins["count"] > 0
+    gaps = np.abs(bins["accuracy"][full] - bins["confidence"][full])
+    return float(np.sum(bins["count"][full] * gaps) / n)
+
+
+def calibration_summary(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS
+                        ) -> dict[str, Any]:
+    """`ece`, `bins`, `mean_confidence` and `accuracy` (of the top class) of a set of
+    predictions, plus the per-bin `reliability` (lists; None in an empty bin)."""
+    probs = np.asarray(probabilities, dtype=np.float64)
+    bins = reliability_bins(probs, labels, n_bins)
+    n = len(probs)
+    labels = np.asarray(labels)
+    return {
+        "ece": expected_calibration_error(probs, labels, n_bins),
+        "bins": n_bins,
+        "mean_confidence": float(probs.max(axis=1).mean()) if n else 0.0,
+        "accuracy": float(np.mean(probs.argmax(axis=1) == labels)) if n else 0.0,
+        "reliability": {
+            "count": [int(c) for c in bins["count"]],
+            "confidence": [None if np.isnan(v) else float(v) for v in bins["confidence"]],
+            "accuracy": [None if np.isnan(v) else float(v) for v in bins["accuracy"]],
+        },
+    }

@@ -1,4 +1,5 @@
-"""Figures of an evaluation: the confusion matrix and the most confident mistakes.
+"""Figures of an evaluation: the confusion matrix, the reliability diagram and the most
+confident mistakes.
 
 They take plain arrays, not the EvaluationReport, so this module depends on nothing else of
 ferkit.evaluation (EvaluationReport.save calls it; nothing here calls back).
@@ -91,6 +92,60 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
     fig.suptitle(f"most confident mistakes ({len(wrong)} of {len(labels)} wrong)\n"
                  f"{caption}", fontsize=9)
     fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_reliability(probabilities: np.ndarray, labels: np.ndarray, caption: str,
+                     path: str | Path, n_bins: int | None = None, temperature: float = 1.0
+                     ) -> Path:
+    """Reliability diagram as a PNG: per confidence bin, the accuracy (bars) against the mean
+    confidence (the diagonal is perfect calibration; a gap drawn in red), above a histogram of
+    how many faces each bin holds; ECE, mean confidence and accuracy in the legend.
+
+    `probabilities` (n, C) and `labels` (n,) are in the same class order; `temperature` is the
+    one already applied to them (shown in the title, 1 = uncalibrated).
+    """
+    from ferkit.evaluation.metrics import ECE_BINS, calibration_summary, reliability_bins
+
+    n_bins = n_bins or ECE_BINS
+    plt = _pyplot()
+    bins = reliability_bins(probabilities, labels, n_bins)
+    summary = calibration_summary(probabilities, labels, n_bins)
+    edges, count = bins["edges"], bins["count"]
+    width = edges[1] - edges[0]
+    centres = edges[:-1] + width / 2
+    full = count > 0
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.6, 6.4), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]},
+                                      constrained_layout=True)
+    top.plot([0, 1], [0, 1], ls="--", color="0.45", lw=1, label="perfect calibration")
+    top.bar(centres[full], bins["accuracy"][full], width=width * 0.92, color="#4a7fb5",
+            edgecolor="#2b5a87", label="accuracy in the bin")
+    gap_low = np.minimum(bins["accuracy"][full], bins["confidence"][full])
+    gap = np.abs(bins["accuracy"][full] - bins["confidence"][full])
+    top.bar(centres[full], gap, bottom=gap_low, width=width * 0.92, color="#d9534f", alpha=0.45,
+            edgecolor="#b52b27", hatch="//", label="gap to mean confidence")
+    top.plot(bins["confidence"][full], bins["accuracy"][full], "o", ms=3, color="black",
+             label="(mean confidence, accuracy)")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.set_aspect("auto")
+    top.legend(loc="upper left", fontsize=8, frameon=True, framealpha=0.9, edgecolor="none",
+               title=(f"ECE {summary['ece']:.4f} ({n_bins} bins)\n"
+                      f"mean confidence {summary['mean_confidence']:.4f}, "
+                      f"accuracy {summary['accuracy']:.4f}"),
+               title_fontsize=8, alignment="left")
+    calibrated = ("uncalibrated (T = 1)" if temperature == 1.0
+                  else f"temperature T = {temperature:.3f}")
+    top.set_title(f"reliability diagram, {calibrated}\n{caption}", fontsize=8)
+    bottom.bar(centres, count, width=width * 0.92, color="0.6")
+    bottom.set_xlabel("confidence (top-class probability)")
+    bottom.set_ylabel("faces")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -42,6 +42,7 @@ import torch
 from ferkit.errors import ModelError, printable
 from ferkit.models.normalize import NormalizedModel
 from ferkit.models.registry import create_model
+from ferkit.run_files import BEST, CHECKPOINTS, LAST
 
 FORMAT = "ferkit-checkpoint"
 VERSION = 2
@@ -103,10 +104,10 @@ def resolve_checkpoint_path(spec: str | Path) -> Path:
         return DEFAULT_WEIGHTS
     path = Path(spec)
     if path.is_dir():
-        for name in ("best.pt", "last.pt", "model.pt"):
+        for name in CHECKPOINTS:
             if (path / name).exists():
                 return path / name
-        raise ModelError(f"{path}: run directory holds no best.pt or last.pt")
+        raise ModelError(f"{path}: run directory holds no {BEST} or {LAST}")
     if not path.exists():
         raise ModelError(f"{path}: no such checkpoint or run directory (or use 'default')")
     return path

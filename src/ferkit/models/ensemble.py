@@ -6,7 +6,9 @@ ferkit.models.zoo.ensemble), normalization mean 0 / std 1 (its input is the face
 state_dict holds every member's normalised model under ``net.members.<i>.``. `build_model`
 rebuilds it like any other architecture, so ``Predictor.load``, ``ferkit evaluate --model
 ensemble.pt`` and everything else that loads a checkpoint take it unchanged. Members may differ
-in architecture and normalisation, not in their class lists.
+in architecture and normalisation, not in their class lists. A member's calibration temperature
+is not carried over (the members' raw probabilities are averaged): calibrate the ensemble itself
+(`ferkit calibrate --model ensemble.pt ...`, see ferkit.evaluation.calibration).
 
     from ferkit.models.ensemble import save_ensemble
     save_ensemble(["runs/ferkit-vgg", "runs/resnet18"], "ensemble.pt", weights=[2, 1])

@@ -5,8 +5,11 @@ The exported graph is the whole classifier, normalisation included:
     input  "faces":         float32 (N, 1, 48, 48), raw grey levels 0..255, any batch size N
     output "probabilities": float32 (N, classes), softmax over the checkpoint's classes
 
-and the file's metadata (`metadata_props`) carries what a consumer needs without ferkit: the
-class names (JSON), the architecture, the normalisation, the opset and the source checkpoint.
+(a calibrated checkpoint's temperature T included: the graph divides the logits by T before its
+softmax, and the metadata's `calibration` records the entry; without one the graph is as it
+always was), and the file's metadata (`metadata_props`) carries what a consumer needs without
+ferkit: the class names (JSON), the architecture, the normalisation, the opset and the source
+checkpoint.
 The legacy TorchScript-based exporter is used: for these plain CNNs it writes the same graph as
 the dynamo exporter in a fraction of the time, with a dynamic batch axis.
 
@@ -32,6 +35,8 @@ from torch import nn
 
 from ferkit.classes import FACE_SIZE
 from ferkit.errors import ModelError
+from ferkit.models.calibration import KEY as CALIBRATION
+from ferkit.models.calibration import checkpoint_temperature
 from ferkit.models.checkpoint import build_model, load_checkpoint
 from ferkit.version import __version__
 
@@ -43,14 +48,19 @@ META_PREFIX = "ferkit_"
 
 
 class _Classifier(nn.Module):
-    """Raw 0..255 pixels -> probabilities: the checkpoint's model (its normalisation inside)."""
+    """Raw 0..255 pixels -> probabilities: the checkpoint's model (its normalisation inside),
+    its logits divided by the calibration temperature where it is not 1."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, temperature: float = 1.0) -> None:
         super().__init__()
         self.model = model
+        self.temperature = float(temperature)
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
-        return self.model(faces / 255.0).float().softmax(dim=1)
+        logits = self.model(faces / 255.0).float()
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        return logits.softmax(dim=1)
 
 
 @dataclass
@@ -71,7 +81,7 @@ def export_onnx(spec: str | Path, out: str | Path, opset: int = OPSET) -> Export
     ckpt = load_checkpoint(spec)
     model = build_model(ckpt).to("cpu", memory_format=torch.contiguous_format).eval()
     norm = ckpt["normalization"]
-    wrapped = _Classifier(model).eval()
+    wrapped = _Classifier(model, checkpoint_temperature(ckpt, str(ckpt["path"]))).eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, 1, FACE_SIZE, FACE_SIZE)
@@ -86,6 +96,8 @@ def export_onnx(spec: str | Path, out: str | Path, opset: int = OPSET) -> Export
             "metrics": json.dumps(ckpt.get("metrics") or {}), "version": __version__,
             "input": f"{INPUT}: float32 (N, 1, {FACE_SIZE}, {FACE_SIZE}) grey levels 0..255",
             "output": f"{OUTPUT}: float32 (N, {len(ckpt['classes'])}) softmax"}
+    if ckpt.get(CALIBRATION) is not None:
+        meta["calibration"] = json.dumps(ckpt[CALIBRATION])
     for key, value in meta.items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = META_PREFIX + key, value

@@ -1,6 +1,6 @@
 """The one inference function: (model, faces, tta, precision) -> probabilities.
 
-Validation during training (`ferkit.training.trainer.evaluate`), Predictor (hence `ferkit
+Validation during training (`ferkit.training.trainer._validate`), Predictor (hence `ferkit
 evaluate`, Recognizer, `ferkit predict` and serving) and ensembles of any of these all classify
 through `predict_proba`, so a validation accuracy and an evaluation of the same weights on the
 same faces differ only by the precision they are asked to run in (training validates in its
@@ -59,12 +59,14 @@ def model_device(model: nn.Module) -> torch.device:
 
 @torch.inference_mode()
 def predict_proba(model: nn.Module, faces, tta: str = "none", precision: Precision | None = None,
-                  batch_size: int = 256) -> torch.Tensor:
+                  batch_size: int = 256, temperature: float = 1.0) -> torch.Tensor:
     """(N, C) float32 probabilities on the model's device, averaged over the TTA views.
 
     `faces`: uint8 (0..255) or float ([0, 1]) arrays or tensors, (N, 48, 48) or (N, 1, 48, 48).
     The model runs in eval mode (its previous mode is restored) and in `precision` (fp32 if
-    None): the autocast dtype and, where it says so, channels_last.
+    None): the autocast dtype and, where it says so, channels_last. `temperature` T: each
+    view's probabilities are softmax(logits / T) (a checkpoint's calibration, see
+    ferkit.models.calibration); 1 leaves the logits untouched.
     """
     check_tta(tta)
     precision = precision or FP32
@@ -75,13 +77,37 @@ def predict_proba(model: nn.Module, faces, tta: str = "none", precision: Precisi
         out = []
         for start in range(0, len(faces), batch_size):
             views = tta_views(to_pixels(faces[start:start + batch_size], device), tta)
-            probs = sum(_logits(model, v, precision, device).softmax(dim=1) for v in views)
+            probs = sum(_scaled(_logits(model, v, precision, device), temperature).softmax(dim=1)
+                        for v in views)
             out.append(probs / len(views))
     finally:
         model.train(was_training)
     if not out:
         raise ValueError("predict_proba needs at least one face")
     return torch.cat(out)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, faces, precision: Precision | None = None,
+                   batch_size: int = 256) -> torch.Tensor:
+    """(N, C) float32 logits (log-probabilities for an ensemble) on the model's device, one
+    view (no TTA), in eval mode: what a temperature is fitted to."""
+    precision = precision or FP32
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        out = [_logits(model, to_pixels(faces[start:start + batch_size], device), precision,
+                       device) for start in range(0, len(faces), batch_size)]
+    finally:
+        model.train(was_training)
+    if not out:
+        raise ValueError("predict_logits needs at least one face")
+    return torch.cat(out)
+
+
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return logits if temperature == 1.0 else logits / temperature
 
 
 def _logits(model: nn.Module, x: torch.Tensor, precision: Precision, device: torch.device

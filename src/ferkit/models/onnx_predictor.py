@@ -23,7 +23,9 @@ from ferkit.models.export import INPUT, META_PREFIX
 from ferkit.models.inference import tta_views
 from ferkit.tta import check_tta
 
-EXPORT_VERSION = "1"  # bump when export_onnx changes the graph: cached exports are keyed by it
+# Bump when export_onnx changes the graph: cached exports are keyed by it. (Calibration did not
+# need a bump: a checkpoint without it exports the same graph, and one with it is a new file.)
+EXPORT_VERSION = "1"
 
 
 def is_onnx_file(spec: str | Path) -> bool:
@@ -92,9 +94,16 @@ class OnnxPredictor:
                              "write it with ferkit export")
         meta = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
         metrics = json.loads(meta.get("metrics") or "{}")
-        return cls(session, tuple(json.loads(meta["classes"])), meta.get("arch", ""),
-                   {"path": str(path), "metrics": metrics, "backend": "onnxruntime",
-                    "source": meta.get("source")})
+        info = {"path": str(path), "metrics": metrics, "backend": "onnxruntime",
+                "source": meta.get("source")}
+        if meta.get("calibration"):  # already applied in the graph; recorded for reports
+            info["calibration"] = json.loads(meta["calibration"])
+        return cls(session, tuple(json.loads(meta["classes"])), meta.get("arch", ""), info)
+
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature the exported graph applies (1.0 without one)."""
+        return float((self.meta.get("calibration") or {}).get("temperature", 1.0))
 
     def predict_proba(self, faces: np.ndarray, tta: str = "none", batch_size: int = 256
                       ) -> np.ndarray:

@@ -35,6 +35,7 @@ from ferkit.recognition.sizes import (
     ALWAYS_FINER_SHRINK,
     CANDIDATE_SCORE,
     DETECT_SIZE,
+    MIN_CONFIDENCE,
     SAME_FACE_IOU,
     SMALL_FACE,
     check_detect_size,
@@ -65,7 +66,7 @@ class Detector:
 
     name = "base"
 
-    def __init__(self, min_confidence: float = 0.5, detect_size: int = DETECT_SIZE,
+    def __init__(self, min_confidence: float = MIN_CONFIDENCE, detect_size: int = DETECT_SIZE,
                  finer_pass: bool = True) -> None:
         if not 0.0 <= min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")

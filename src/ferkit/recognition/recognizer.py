@@ -28,6 +28,7 @@ the finer size and detected as above.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from ferkit.recognition.align import align_face, crop_is_downsampled, quality_fl
 from ferkit.recognition.detector import Detection, Detector, YuNetDetector
 from ferkit.recognition.face import Face
 from ferkit.recognition.images import MAX_SIDE, load_image
-from ferkit.recognition.sizes import DETECT_SIZE, finer_side
+from ferkit.recognition.sizes import DETECT_SIZE, MIN_CONFIDENCE, finer_side
 from ferkit.tta import check_tta
 
 log = logging.getLogger(__name__)
@@ -115,11 +116,15 @@ class Recognizer:
         (a checkpoint is exported first, once: see load_classifier).
     detect_size: longest side of the copy faces are detected on (0: the picture as decoded,
         up to MAX_SIDE); ignored when `detector` is given.
+    classify_with: what classifies the faces predict() and explain() find (default: classify);
+        a server passes its micro-batcher, which runs classify() on the faces of concurrent
+        requests together.
     """
 
-    def __init__(self, model=None, device: str = "auto", min_confidence: float = 0.5,
+    def __init__(self, model=None, device: str = "auto", min_confidence: float = MIN_CONFIDENCE,
                  tta: str = "none", detector: Detector | None = None,
-                 detect_size: int = DETECT_SIZE, backend: str = "auto") -> None:
+                 detect_size: int = DETECT_SIZE, backend: str = "auto",
+                 classify_with: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         from ferkit.models.predictor import Predictor
 
         check_tta(tta)  # a ConfigError, which is a ValueError
@@ -136,6 +141,7 @@ class Recognizer:
         size = finer_side(getattr(self.detector, "detect_size", 0))
         self.decode_side = min(MAX_SIDE, size or MAX_SIDE)
         self.min_confidence = float(min_confidence)
+        self.classify_with = classify_with
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -265,7 +271,7 @@ class Recognizer:
         crops = [p.crops for p in prepared if len(p.crops)]
         if not crops:
             return [[] for _ in prepared]
-        probs = self.classify(np.concatenate(crops))
+        probs = (self.classify_with or self.classify)(np.concatenate(crops))
         out, start = [], 0
         for p in prepared:
             out.append(self.faces(p, probs[start:start + len(p.crops)]))

@@ -1,5 +1,6 @@
-"""The sizes detection works at, in one place: the command line reads them without importing
-the detector (numpy, OpenCV), and `bench/detect_size.py` measured the choices."""
+"""The sizes detection works at, and its confidence threshold, in one place: the command line
+reads them without importing the detector (numpy, OpenCV), and `bench/detect_size.py` measured
+the choices."""
 
 DETECT_SIZE = 640  # longest side of the copy detection runs on; 0 = the picture as it is
 FINER_SIZE = 1280  # the finer pass works at least at this size (the one-pass default until 2026-12)
@@ -9,6 +10,9 @@ SMALL_FACE = 24  # px in the detection copy: YuNet's floor (it finds 71% of 20-2
 # large face stands beside them: such a picture (over 2,560 px for the 640 px copy) is detected
 # at the finer size from the start.
 ALWAYS_FINER_SHRINK = 4.0
+# The Recognizer's default --min-confidence: faces the detector is less sure of are dropped.
+# Every other default of it (the detector's, `ferkit predict`'s, `ferkit serve`'s) is this one.
+MIN_CONFIDENCE = 0.5
 CANDIDATE_SCORE = 0.25  # a detection this sure, short of --min-confidence, hints at a face
 SAME_FACE_IOU = 0.4  # two passes' boxes overlapping this much are one face
 

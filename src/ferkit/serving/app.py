@@ -1,169 +1,33 @@
 """The FastAPI app: JSON API under /v1, health at /healthz, the web page at /, API docs at /docs.
 
-create_app(engine, limits) builds it around a loaded Engine; create_app_from_env() is the factory
-uvicorn calls in each worker process when `ferkit serve --workers N` runs more than one.
-No route takes a path or file name from the client: the page's three files are read from the
-package once, at start-up, and served from memory.
-
-/docs is a plain page rendered here from the OpenAPI schema (which stays at /openapi.json), not
-FastAPI's Swagger UI or ReDoc: those load their scripts from a CDN and show nothing offline.
+create_app(engine, limits) builds it around a loaded Engine (the routes are in routes.py, the
+/docs page's renderer in docs_page.py); build_from_config(ServeConfig) loads the engine too,
+and create_app_from_env() is the factory uvicorn calls in each worker process when `ferkit serve
+--workers N` runs more than one.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import hashlib
-import html
-import json
-import logging
 import os
-import re
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from importlib import resources
-from typing import Any
 
-import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
+from fastapi import FastAPI
 
-from ferkit.classes import FACE_SIZE
-from ferkit.errors import FerkitError
-from ferkit.recognition.sizes import DETECT_SIZE
+from ferkit.serving.config import ServeConfig
+from ferkit.serving.docs_page import docs_page
 from ferkit.serving.engine import Engine
-from ferkit.serving.limits import (
-    ApiError,
-    DecodeGate,
-    Limits,
-    check_part_type,
-    decode_face,
-    decode_image,
-    face_from_json,
-    usable_cpus,
+from ferkit.serving.limits import DecodeGate, Limits, usable_cpus
+from ferkit.serving.routes import (
+    Service,
+    add_api_routes,
+    add_error_handlers,
+    add_page_routes,
+    load_static,
 )
 from ferkit.version import __version__
 
-log = logging.getLogger("ferkit.serve")
-
-ENV_CONFIG = "FERKIT_SERVE_CONFIG"
-STATIC_FILES = {"index.html": "text/html; charset=utf-8",
-                "app.js": "text/javascript; charset=utf-8",
-                "style.css": "text/css; charset=utf-8"}
-PAGE_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
-                               "media-src 'self' blob: mediastream:; style-src 'self'; "
-                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
-}
-_STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
-                 413: "payload_too_large", 415: "unsupported_media_type"}
-
-_IMAGE_BODY = {"type": "string", "format": "binary"}
-PREDICT_BODY = {
-    "required": True,
-    "description": "A photo: multipart/form-data with the file in field `image`, or the raw "
-                   "bytes with an image/* content type.",
-    "content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
-                                           "properties": {"image": _IMAGE_BODY}}},
-        "image/jpeg": {"schema": _IMAGE_BODY},
-        "image/png": {"schema": _IMAGE_BODY},
-        "image/webp": {"schema": _IMAGE_BODY},
-    },
-}
-CLASSIFY_BODY = {
-    "required": True,
-    "description": "Already-cropped faces, classified as they are (no detection). Any size and "
-                   "format is converted to 48x48 gray. JSON: `{\"faces\": [...]}` where each "
-                   "entry is a base64 PNG/JPEG (or a data: URL) or a 48x48 array of integers "
-                   "0-255; or multipart/form-data with one or more files in field `faces`.",
-    "content": {
-        "application/json": {
-            "schema": {"type": "object", "required": ["faces"], "properties": {"faces": {
-                "type": "array", "items": {"oneOf": [
-                    {"type": "string", "description": "base64 PNG/JPEG or data: URL"},
-                    {"type": "array", "items": {"type": "array", "items": {"type": "integer"}},
-                     "description": "48 rows of 48 integers 0-255"}]}}}},
-            "example": {"faces": ["iVBORw0KGgo..."]},
-        },
-        "multipart/form-data": {"schema": {"type": "object", "required": ["faces"], "properties": {
-            "faces": {"type": "array", "items": _IMAGE_BODY}}}},
-    },
-}
-
-
-class ClientGone(ClientDisconnect):
-    """The client closed the connection before its request was served: nobody is left to answer,
-    and it is no server error (a phone losing signal mid-upload, a client timing out). The one
-    argument says when, for the log line."""
-
-
-def _error(status: int, code: str, detail: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
-
-
-def _load_static() -> dict[str, bytes]:
-    root = resources.files("ferkit.serving") / "static"
-    return {name: (root / name).read_bytes() for name in STATIC_FILES}
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) as soon as it is known to exceed `limit` bytes."""
-    length = request.headers.get("content-length")
-    if length is not None:
-        try:
-            declared = int(length)
-        except ValueError:
-            raise ApiError(400, "bad_request", "Content-Length is not a number") from None
-        if declared > limit:
-            raise ApiError(413, "upload_too_large",
-                           f"the upload is {declared / 2**20:.1f} MB; the server accepts at most "
-                           f"{limit / 2**20:.1f} MB (--max-upload-mb)")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, "upload_too_large",
-                               f"the upload is over the server's limit of {limit / 2**20:.1f} MB "
-                               "(--max-upload-mb)")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        of = f" of {length}" if length is not None else ""
-        raise ClientGone(f"mid-upload, after {size}{of} bytes") from None
-    return b"".join(chunks)
-
-
-async def _form(request: Request, body: bytes, max_files: int):
-    """Parse a multipart body that was already read (and size-checked) into memory."""
-    sent = False
-
-    async def receive() -> dict:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    replay = Request(request.scope, receive)
-    try:
-        return await replay.form(max_files=max_files, max_fields=16)
-    except StarletteHTTPException as exc:
-        raise ApiError(422, "bad_multipart", f"malformed multipart body: {exc.detail}") from None
-    except Exception as exc:  # noqa: BLE001 - python-multipart raises several types
-        raise ApiError(422, "bad_multipart",
-                       f"malformed multipart body ({exc.__class__.__name__}: {exc})") from None
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+ENV_CONFIG = "FERKIT_SERVE_CONFIG"  # ServeConfig.to_json() for worker processes
 
 
 def create_app(engine: Engine, limits: Limits | None = None, *, threads: int | None = None,
@@ -171,7 +35,7 @@ def create_app(engine: Engine, limits: Limits | None = None, *, threads: int | N
     """The app around a loaded engine. `threads`: worker threads for decoding and detection;
     `decode_slots`: uploads decoded at once (default: one per usable CPU, at most `threads`)."""
     limits = limits or Limits()
-    static = _load_static()
+    static = load_static()
     threads = threads or min(8, (os.cpu_count() or 2) + 2)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ferkit-infer")
     gate = DecodeGate(decode_slots or min(threads, usable_cpus()))
@@ -190,340 +54,24 @@ def create_app(engine: Engine, limits: Limits | None = None, *, threads: int | N
                     f"({', '.join(engine.classes)}), or classify already-cropped faces. "
                     "The web page at / uses this API, with live webcam recognition.",
         lifespan=lifespan,
-        docs_url=None,  # Swagger UI and ReDoc come from a CDN: /docs below works offline
+        docs_url=None,  # Swagger UI and ReDoc come from a CDN: /docs works offline
         redoc_url=None,
     )
     app.state.engine = engine
     app.state.limits = limits
-
-    async def in_pool(fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-
-    async def decode(request: Request, fn, *args):
-        """fn(*args) in the pool once a decode slot is free; skipped if the client left."""
-        async with gate:
-            if await request.is_disconnected():
-                raise ClientGone("while its upload waited to be decoded")
-            return await in_pool(gate.counted(fn), *args)
-
-    # -- errors: always JSON {"error": code, "detail": message} ----------------------------------
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError):
-        return _error(exc.status, exc.code, exc.detail)
-
-    @app.exception_handler(FerkitError)
-    async def _ferkit_error(request: Request, exc: FerkitError):
-        return _error(422, "bad_input", str(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException):
-        code = _STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        if exc.status_code == 404:
-            detail = f"no such endpoint: {request.method} {request.url.path} (see /docs)"
-        return _error(exc.status_code, code, detail, getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError):
-        return _error(422, "invalid_request", str(exc.errors())[:500])
-
-    @app.exception_handler(ClientDisconnect)
-    async def _client_gone(request: Request, exc: ClientDisconnect):
-        # One line, not a 500 with tracebacks: a disconnect is routine, and a flood of aborted
-        # uploads must not flood the log. Nobody reads the response; uvicorn drops it.
-        peer = f"{request.client.host}:{request.client.port}" if request.client else "client"
-        log.info("%s %s from %s dropped: the client disconnected %s", request.method,
-                 request.url.path, peer, str(exc) or "mid-request")
-        return Response(status_code=499)  # nginx's "client closed request"; never sent
-
-    @app.exception_handler(Exception)
-    async def _internal_error(request: Request, exc: Exception):
-        log.exception("internal error on %s %s", request.method, request.url.path)
-        return _error(500, "internal_error",
-                      f"the server failed on this request ({exc.__class__.__name__}); "
-                      "it is logged and the server keeps running")
-
-    # -- page -----------------------------------------------------------------------------------
-
-    def _static(name: str) -> Response:
-        return Response(static[name], media_type=STATIC_FILES[name],
-                        headers={**PAGE_HEADERS, "Cache-Control": "no-cache"})
-
-    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-    async def index() -> Response:
-        return _static("index.html")
-
-    @app.api_route("/app.js", methods=["GET", "HEAD"], include_in_schema=False)
-    async def app_js() -> Response:
-        return _static("app.js")
-
-    @app.api_route("/style.css", methods=["GET", "HEAD"], include_in_schema=False)
-    async def style_css() -> Response:
-        return _static("style.css")
-
-    @app.api_route("/docs", methods=["GET", "HEAD"], include_in_schema=False)
-    async def docs(request: Request) -> Response:
-        server = html.escape(str(request.base_url).rstrip("/"))
-        page = app.state.docs_page.replace(SERVER_PLACEHOLDER, server)
-        return Response(page, media_type="text/html; charset=utf-8", headers=DOCS_HEADERS)
-
-    # -- API ------------------------------------------------------------------------------------
-
-    @app.get("/healthz", tags=["service"], summary="Liveness, uptime and batching counters")
-    async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "model": engine.name, **engine.stats(),
-                "decoding": gate.stats()}
-
-    # HEAD for load balancers; its own route so the schema has one operation id per path+method
-    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
-
-    @app.get("/v1/model", tags=["model"], summary="The loaded model")
-    async def model_info() -> dict[str, Any]:
-        """Name, architecture, classes, input size, the accuracy recorded in the checkpoint,
-        the server's limits, and micro-batching settings and counters."""
-        return {**engine.info(), "limits": limits.as_dict()}
-
-    async def read_photo(request: Request):
-        """The photo of a /v1/predict or /v1/explain request, decoded (see PREDICT_BODY)."""
-        mtype = _media_type(request)
-        if mtype == "multipart/form-data":
-            body = await _read_body(request, limits.max_upload_bytes)
-            form = await _form(request, body, max_files=1)
-            part = form.get("image")
-            if part is None:
-                raise ApiError(422, "missing_image",
-                               "multipart body has no field 'image' (send the photo as "
-                               "image=@file)")
-            if not isinstance(part, UploadFile):
-                raise ApiError(422, "missing_image", "field 'image' must be a file, not text")
-            check_part_type(part.content_type)
-            data = await part.read()
-        elif mtype.startswith("image/") or mtype == "application/octet-stream":
-            data = await _read_body(request, limits.max_upload_bytes)
-        else:
-            raise ApiError(415, "unsupported_media_type",
-                           f"content type {mtype or '(none)'!r}: send multipart/form-data with "
-                           "the photo in field 'image', or the raw bytes as image/jpeg, "
-                           "image/png ...")
-        return await decode(request, decode_image, data, limits)
-
-    @app.post("/v1/predict", tags=["recognition"], openapi_extra={"requestBody": PREDICT_BODY},
-              summary="Faces and their expressions in a photo")
-    async def predict(request: Request) -> dict[str, Any]:
-        """Detect the faces in a photo and recognise each one's expression.
-
-        Returns `{"faces": [{"box": [x, y, w, h], "expression", "score", "probabilities"}],
-        "width", "height", "model", "elapsed_ms"}`; boxes are in the photo's pixels (after EXIF
-        rotation). 413: upload or pixel count over the limits; 415: not an image content type;
-        422: the bytes are not a readable image."""
-        start = time.perf_counter()
-        image = await read_photo(request)
-        faces = await in_pool(engine.predict, image)
-        return {"faces": faces, "width": image.original_size[0], "height": image.original_size[1],
-                "model": engine.name, "elapsed_ms": round((time.perf_counter() - start) * 1000, 2)}
-
-    @app.post("/v1/explain", tags=["recognition"], openapi_extra={"requestBody": PREDICT_BODY},
-              summary="Why: a saliency map of the expression of each face")
-    async def explain(request: Request, method: str = "auto") -> dict[str, Any]:
-        """Detect and recognise the faces as /v1/predict does, and for each face show which
-        parts of it made the model name its expression.
-
-        Each face of /v1/predict's answer also has `method` (gradcam, or the input gradient
-        for models without a usable conv block), `map` (48 rows of 48 numbers in [0, 1] over
-        the aligned face) and `image`, a PNG data URL of the aligned face beside its map.
-        `method` (query): auto, gradcam, gradient or gradient-x-input. 501: the model is an
-        ONNX file, which has no gradients."""
-        from ferkit.models.saliency import METHODS
-
-        start = time.perf_counter()
-        if method not in METHODS:
-            raise ApiError(422, "bad_method",
-                           f"method {method!r}: expected one of {', '.join(METHODS)}")
-        image = await read_photo(request)
-        faces = await in_pool(engine.explain, image, method)
-        return {"faces": faces, "width": image.original_size[0], "height": image.original_size[1],
-                "model": engine.name, "elapsed_ms": round((time.perf_counter() - start) * 1000, 2)}
-
-    @app.post("/v1/classify", tags=["recognition"], openapi_extra={"requestBody": CLASSIFY_BODY},
-              summary="Expressions of already-cropped faces")
-    async def classify(request: Request) -> dict[str, Any]:
-        """Classify a batch of face crops as they are (no detection).
-
-        Returns `{"results": [{"expression", "score", "probabilities"}], "model",
-        "elapsed_ms"}`, one result per face, in order."""
-        start = time.perf_counter()
-        mtype = _media_type(request)
-        body = await _read_body(request, limits.max_upload_bytes)
-        max_n = limits.max_faces_per_classify
-        if mtype == "application/json":
-            try:
-                payload = json.loads(body)
-            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-                raise ApiError(422, "bad_json", f"body is not valid JSON ({exc})") from None
-            items = payload.get("faces") if isinstance(payload, dict) else None
-            if not isinstance(items, list):
-                raise ApiError(422, "missing_faces",
-                               "JSON body must be an object with a list 'faces'")
-            if len(items) > max_n:
-                raise ApiError(413, "too_many_faces",
-                               f"{len(items)} faces in one request; the limit is {max_n}")
-
-            def decode_faces() -> np.ndarray:
-                return _stack([face_from_json(item, limits, f"faces[{i}]")
-                               for i, item in enumerate(items)])
-        elif mtype == "multipart/form-data":
-            form = await _form(request, body, max_files=max_n + 1)
-            parts = form.getlist("faces")
-            if len(parts) > max_n:
-                raise ApiError(413, "too_many_faces",
-                               f"{len(parts)} faces in one request; the limit is {max_n}")
-            blobs = []
-            for i, part in enumerate(parts):
-                if not isinstance(part, UploadFile):
-                    raise ApiError(422, "missing_faces", f"faces[{i}] must be a file, not text")
-                check_part_type(part.content_type, f"faces[{i}]")
-                blobs.append(await part.read())
-
-            def decode_faces() -> np.ndarray:
-                return _stack([decode_face(b, limits, f"faces[{i}]") for i, b in enumerate(blobs)])
-        else:
-            raise ApiError(415, "unsupported_media_type",
-                           f"content type {mtype or '(none)'!r}: send application/json "
-                           "{\"faces\": [...]} or multipart/form-data with files in field 'faces'")
-
-        faces = await decode(request, decode_faces)
-        if len(faces) == 0:
-            raise ApiError(422, "missing_faces", "no faces given")
-        if engine.batcher.enabled:
-            # Wait for the micro-batch here, on the event loop, not in a pool thread: any number
-            # of requests can then be waiting for (and merged into) the next model run.
-            probs = await asyncio.wrap_future(engine.submit(faces))
-        else:
-            probs = await in_pool(engine.classify, faces)
-        classes = engine.classes
-        results = []
-        for row in probs:
-            best = int(np.argmax(row))
-            results.append({"expression": classes[best], "score": round(float(row[best]), 4),
-                            "probabilities": {c: round(float(p), 4)
-                                              for c, p in zip(classes, row, strict=True)}})
-        return {"results": results, "model": engine.name,
-                "elapsed_ms": round((time.perf_counter() - start) * 1000, 2)}
-
+    add_error_handlers(app)
+    add_page_routes(app, static)
+    add_api_routes(app, Service(engine, limits, pool, gate))
     app.state.docs_page = docs_page(app.openapi())
     return app
 
 
-# -- /docs: the API reference as a self-contained page --------------------------------------------
-
-DOCS_STYLE = ("body{font:15px/1.5 system-ui,sans-serif;max-width:54rem;margin:2rem auto;"
-              "padding:0 1rem;color:#1d2330;background:#fff}"
-              "code,pre{font:13px/1.45 ui-monospace,Menlo,Consolas,monospace;background:#eef0f4;"
-              "border-radius:4px}code{padding:0 .25em}pre{padding:.6rem .8rem;overflow-x:auto}"
-              "h2{margin:2.2rem 0 .4rem;font-size:1.1rem}.m{color:#8a4b00;margin-right:.4rem}"
-              "dt{font-weight:600}dd{margin:0 0 .4rem 1.2rem}")
-_STYLE_HASH = base64.b64encode(hashlib.sha256(DOCS_STYLE.encode()).digest()).decode()
-DOCS_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    # Nothing is loaded from anywhere, this server included: the page is one HTML document.
-    "Content-Security-Policy": f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; "
-                               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    "Cache-Control": "no-cache",
-}
-SERVER_PLACEHOLDER = "$SERVER"  # in the examples; replaced by the address the client used
-DOCS_EXAMPLES = {
-    ("post", "/v1/predict"): "curl -F image=@photo.jpg {s}/v1/predict\n"
-                             "curl -H 'Content-Type: image/jpeg' --data-binary @photo.jpg "
-                             "{s}/v1/predict",
-    ("post", "/v1/explain"): "curl -F image=@photo.jpg '{s}/v1/explain?method=gradcam'",
-    ("post", "/v1/classify"): "curl -F faces=@face1.png -F faces=@face2.png {s}/v1/classify\n"
-                              "curl -H 'Content-Type: application/json' "
-                              "-d '{{\"faces\": [\"<base64 PNG>\"]}}' {s}/v1/classify",
-    ("get", "/v1/model"): "curl {s}/v1/model",
-    ("get", "/healthz"): "curl {s}/healthz",
-}
-
-
-def _text(markdown: str) -> str:
-    """Docstring text -> HTML paragraphs, `code` kept as code; everything else escaped."""
-    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", markdown or "") if p.strip()]
-    out = []
-    for p in paragraphs:
-        escaped = html.escape(" ".join(p.split()))
-        out.append("<p>" + re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped) + "</p>")
-    return "\n".join(out)
-
-
-def docs_page(spec: dict[str, Any]) -> str:
-    """The HTML of /docs from the OpenAPI schema, with SERVER_PLACEHOLDER in the examples."""
-    info = spec.get("info", {})
-    e = html.escape
-    parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{e(info.get('title', 'API'))} API</title>",
-        f"<style>{DOCS_STYLE}</style></head><body>",
-        f"<h1>{e(info.get('title', 'API'))} API <small>{e(str(info.get('version', '')))}</small>"
-        "</h1>",
-        _text(info.get("summary", "")),
-        _text(info.get("description", "")),
-        '<p>The machine-readable OpenAPI schema is at <a href="openapi.json">/openapi.json</a>: '
-        "open it in any OpenAPI tool (Swagger UI, Postman, an API client generator). This page "
-        "needs no network access; the interactive Swagger UI is not served because it loads "
-        "from a CDN. The web page is at <a href=\"./\">/</a>.</p>",
-        "<p>Errors are JSON <code>{\"error\": code, \"detail\": message}</code> with the HTTP "
-        "status: 413 over a limit, 415 not an image, 422 unreadable input.</p>",
-    ]
-    toc, sections = [], []
-    for path, ops in spec.get("paths", {}).items():
-        for method, op in ops.items():
-            if method == "head" and "get" in ops:
-                continue  # the same route as GET
-            anchor = re.sub(r"[^a-z0-9]+", "-", f"{method}{path}".lower()).strip("-")
-            title = f'<span class="m">{e(method.upper())}</span><code>{e(path)}</code>'
-            toc.append(f'<li><a href="#{anchor}">{title}</a> {e(op.get("summary", ""))}</li>')
-            body = [f'<section id="{anchor}"><h2>{title} {e(op.get("summary", ""))}</h2>',
-                    _text(op.get("description", ""))]
-            request = op.get("requestBody") or {}
-            if request.get("content"):
-                types = ", ".join(f"<code>{e(t)}</code>" for t in request["content"])
-                body.append(f"<p><strong>Request body</strong>: {types}.</p>")
-                body.append(_text(request.get("description", "")))
-            responses = op.get("responses") or {}
-            if responses:
-                body.append("<dl>" + "".join(
-                    f"<dt>{e(str(code))}</dt><dd>{e(r.get('description', ''))}</dd>"
-                    for code, r in responses.items()) + "</dl>")
-            example = DOCS_EXAMPLES.get((method, path))
-            if example:
-                body.append(f"<pre>{e(example.format(s=SERVER_PLACEHOLDER))}</pre>")
-            sections.append("\n".join(body) + "</section>")
-    parts += ["<h2>Endpoints</h2>", "<ul>", *toc, "</ul>", *sections, "</body></html>"]
-    return "\n".join(p for p in parts if p)
-
-
-def _stack(faces: list[np.ndarray]) -> np.ndarray:
-    if not faces:
-        return np.zeros((0, FACE_SIZE, FACE_SIZE), dtype=np.uint8)
-    return np.stack(faces).astype(np.uint8)
-
-
-# -- configuration shared by `ferkit serve` and worker processes ---------------------------------
-
-def build_from_config(config: dict[str, Any]) -> FastAPI:
-    engine = Engine(config.get("model", "default"), device=config.get("device", "auto"),
-                    min_confidence=config.get("min_confidence", 0.5),
-                    detect_size=config.get("detect_size", DETECT_SIZE),
-                    batching=config.get("batching", True), max_batch=config.get("max_batch", 64),
-                    max_wait_ms=config.get("max_wait_ms", 3.0))
-    limits = Limits(**config.get("limits", {}))
-    return create_app(engine, limits, threads=config.get("threads"),
-                      decode_slots=config.get("decode_slots"))
+def build_from_config(config: ServeConfig) -> FastAPI:
+    """Load the engine and build the app: `ferkit serve`'s one process, or each worker's."""
+    return create_app(Engine.from_config(config), Limits.from_config(config),
+                      threads=config.threads or None, decode_slots=config.decode_slots or None)
 
 
 def create_app_from_env() -> FastAPI:
     """uvicorn factory for worker processes: the config comes in $FERKIT_SERVE_CONFIG (JSON)."""
-    return build_from_config(json.loads(os.environ.get(ENV_CONFIG, "{}")))
+    return build_from_config(ServeConfig.from_json(os.environ.get(ENV_CONFIG, "")))

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ferkit.serving.config import DEFAULTS
+
 ClassifyFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -61,8 +63,9 @@ class BatchStats:
 class MicroBatcher:
     """Thread-safe `classify(faces) -> probabilities` that merges concurrent calls into batches."""
 
-    def __init__(self, fn: ClassifyFn, *, enabled: bool = True, max_batch: int = 64,
-                 max_wait_ms: float = 3.0) -> None:
+    def __init__(self, fn: ClassifyFn, *, enabled: bool = DEFAULTS.batching,
+                 max_batch: int = DEFAULTS.max_batch,
+                 max_wait_ms: float = DEFAULTS.max_wait_ms) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self._fn = fn

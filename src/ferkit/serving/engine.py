@@ -18,8 +18,9 @@ import numpy as np
 
 from ferkit.classes import FACE_SIZE
 from ferkit.images import DecodedImage
-from ferkit.recognition.sizes import DETECT_SIZE
+from ferkit.run_files import CHECKPOINTS
 from ferkit.serving.batching import MicroBatcher
+from ferkit.serving.config import DEFAULTS, ServeConfig
 
 log = logging.getLogger("ferkit.serve")
 
@@ -30,36 +31,50 @@ def model_name(spec: str | Path) -> str:
     path = Path(spec)
     if path.is_dir():
         return path.resolve().name
-    if path.stem in ("best", "last", "model") and path.parent.name:
+    if path.stem in {Path(n).stem for n in CHECKPOINTS} and path.parent.name:
         return f"{path.resolve().parent.name}/{path.name}"
     return path.name
 
 
 class Engine:
-    """Loads the model once; thread-safe predict() for photos and classify() for cropped faces."""
+    """Loads the model once; thread-safe predict() for photos and classify() for cropped faces.
+    The settings' defaults are ServeConfig's (`from_config` takes a whole one)."""
 
-    def __init__(self, model: str | Path = "default", *, device: str = "auto",
-                 min_confidence: float = 0.5, detect_size: int = DETECT_SIZE,
-                 batching: bool = True, max_batch: int = 64, max_wait_ms: float = 3.0) -> None:
+    def __init__(self, model: str | Path = DEFAULTS.model, *, device: str = DEFAULTS.device,
+                 min_confidence: float = DEFAULTS.min_confidence,
+                 detect_size: int = DEFAULTS.detect_size, batching: bool = DEFAULTS.batching,
+                 max_batch: int = DEFAULTS.max_batch,
+                 max_wait_ms: float = DEFAULTS.max_wait_ms) -> None:
         from ferkit.recognition.recognizer import Recognizer
 
         start = time.perf_counter()
         self.spec = str(model)
         self.name = model_name(model)
+        # The recognizer classifies the faces predict() and explain() find through the batcher,
+        # whose model call is the recognizer's own classify(): faces of concurrent requests
+        # share one model run.
         self.recognizer = Recognizer(model=model, device=device, min_confidence=min_confidence,
-                                     detect_size=detect_size)
+                                     detect_size=detect_size, classify_with=self._batched)
         self._meta = self._read_meta()
-        # The recognizer's own classify() becomes the batcher's model call, and the recognizer
-        # is pointed at the batched version, so faces found by predict() are batched too.
         self._direct_classify = self.recognizer.classify
         self.batcher = MicroBatcher(self._direct_classify, enabled=batching, max_batch=max_batch,
                                     max_wait_ms=max_wait_ms)
-        self.recognizer.classify = self.batcher.classify
         self.load_seconds = time.perf_counter() - start
         self._started = time.time()
         self._requests = {"predict": 0, "classify": 0, "explain": 0}
         self._lock = threading.Lock()
         self.warm_up()
+
+    @classmethod
+    def from_config(cls, config: ServeConfig) -> Engine:
+        return cls(config.model, device=config.device, min_confidence=config.min_confidence,
+                   detect_size=config.detect_size, batching=config.batching,
+                   max_batch=config.max_batch, max_wait_ms=config.max_wait_ms)
+
+    def _batched(self, faces: np.ndarray) -> np.ndarray:
+        """The recognizer's `classify_with`: its faces go through the batcher (made after the
+        recognizer, whose classify() it calls)."""
+        return self.batcher.classify(faces)
 
     # -- metadata --------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import numpy as np
 import ferkit.images
 from ferkit.classes import FACE_SIZE
 from ferkit.images import DecodedImage, ImageDecodeError, PixelLimits, to_face
+from ferkit.serving.config import DEFAULTS, ServeConfig
 
 ACCEPTED_PART_TYPES = ("image/", "application/octet-stream")
 T = TypeVar("T")
@@ -39,13 +40,19 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """--max-upload-mb, --max-pixels and the working size that big photos are shrunk to."""
+    """--max-upload-mb, --max-pixels and the working size that big photos are shrunk to
+    (defaults: ServeConfig's)."""
 
-    max_upload_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 40_000_000  # larger images are rejected from their header, never decoded
-    work_pixels: int = 2_000_000  # larger images are downscaled (boxes are mapped back)
+    max_upload_bytes: int = DEFAULTS.max_upload_bytes
+    max_pixels: int = DEFAULTS.max_pixels  # larger images are refused from their header
+    work_pixels: int = DEFAULTS.work_pixels  # larger images are downscaled (boxes mapped back)
     max_faces_per_classify: int = 64
     max_face_pixels: int = 4_000_000  # one already-cropped face sent to /v1/classify
+
+    @classmethod
+    def from_config(cls, config: ServeConfig) -> Limits:
+        return cls(max_upload_bytes=config.max_upload_bytes, max_pixels=config.max_pixels,
+                   work_pixels=config.work_pixels)
 
     def as_dict(self) -> dict:
         return {"max_upload_mb": round(self.max_upload_bytes / 2**20, 3),

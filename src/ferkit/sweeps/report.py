@@ -11,8 +11,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ferkit.sweeps.options import DEFAULT_RUNS
 from ferkit.sweeps.storage import SweepError, load_optuna, normalize_storage, open_storage
-from ferkit.sweeps.study import DEFAULT_RUNS, STUDY_ATTR
+from ferkit.sweeps.study import STUDY_ATTR
 
 ROW_METRICS = ("epochs", "wall_seconds", "train_loss", "train_acc", "val_loss", "val_acc")
 

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ferkit.sweeps.options import SweepOptions
 from ferkit.sweeps.space import SearchSpace, parse_space
 from ferkit.sweeps.storage import (
-    DEFAULT_STORAGE,
     HEARTBEAT_S,
     MAX_CELL_FAILURES,
     SweepError,
@@ -28,38 +28,7 @@ from ferkit.sweeps.storage import (
     set_heartbeat,
 )
 
-DEFAULT_RUNS = "runs/sweeps"
 STUDY_ATTR = "ferkit"  # study user attr: the space and options every worker must share
-
-
-@dataclass
-class SweepOptions:
-    """Options shared by every trial of a sweep, on top of the search space's [train] table.
-
-    The training options (epochs, limit, device, batch_size, seed) are None unless given: None
-    leaves the space's [train] value (else ferkit train's default), a value replaces it. One
-    that the space varies in [params] is an error (check_not_swept): Optuna records the sampled
-    value, so nothing may train with another."""
-
-    data: str = ""
-    epochs: int | None = None
-    limit: int | None = None
-    device: str | None = None  # per worker (not stored with the study)
-    batch_size: int | None = None
-    seed: int | None = None
-    storage: str = DEFAULT_STORAGE
-    study: str | None = None  # None: the space's name
-    trials: int | None = None  # the study's trial budget; None: the space's (grid: its size)
-    workers: int = 1
-    runs: str = DEFAULT_RUNS  # trial run dirs go to <runs>/<study>/trial-NNNN
-    threads: int = 0  # torch CPU threads per worker (0: cores / workers)
-    heartbeat: int | None = None  # seconds between a trial's heartbeats; None: the study's
-    # (HEARTBEAT_S for a new study)
-
-    def train_overrides(self) -> dict[str, Any]:
-        """The training options given (not None), by TrainConfig field name."""
-        keys = ("epochs", "limit", "device", "batch_size", "seed")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
 @dataclass

@@ -21,10 +21,13 @@ import logging
 import math
 import os
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from ferkit import options
 from ferkit.errors import ConfigError
+from ferkit.options import check_field as _check
+from ferkit.options import flag_of
 
 log = logging.getLogger(__name__)
 
@@ -60,27 +63,13 @@ _DEFAULT_WD = {"sgd": 5e-4, "adamw": 0.05}
 _DEFAULT_WARMUP = {"onecycle": 0.25, "cosine": 0.05}
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str, panel: str, short: str = "",
-           flag: str = "", negatable: bool = True, choices: tuple[str, ...] = (),
-           bounds: tuple[float, float] | None = None, positive: bool = False,
-           non_negative: bool = False, default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field that is also a `ferkit train` option: its help text, panel and checks
-    live here only (the CLI is generated from them, `validated()` runs the checks).
-
-    flag: the option's name when it is not --field-name; short: e.g. "-d"; negatable: a bool
-    option gets --no-NAME; choices / bounds (inclusive) / positive / non_negative: what
-    `validated()` accepts once None options are resolved."""
-    meta = {"help": help, "panel": panel, "short": short, "flag": flag, "negatable": negatable,
-            "choices": choices, "bounds": bounds, "positive": positive,
-            "non_negative": non_negative}
+def option(default: Any = dataclasses.MISSING, *, panel: str, **kwargs: Any) -> Any:
+    """A dataclass field that is also a `ferkit train` option (ferkit.options.option, whose
+    arguments it takes), in one of the --help PANELS: `validated()` runs its checks once None
+    options are resolved."""
     if panel not in PANELS:
         raise ValueError(f"panel {panel!r} is not one of {PANELS}")
-    return field(default=default, default_factory=default_factory, metadata=meta)
-
-
-def flag_of(f: dataclasses.Field) -> str:
-    """The command-line name of an option field: --batch-size for batch_size."""
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    return options.option(default, panel=panel, **kwargs)
 
 
 def flag_name(name: str) -> str:
@@ -88,6 +77,16 @@ def flag_name(name: str) -> str:
     option goes through here (or flag_of), so it reads as the flag the user types."""
     f = _fields(TrainConfig).get(name)
     return flag_of(f) if f is not None else "--" + name.replace("_", "-")
+
+
+def train_option(name: str, default: Any = None, *, panel: str, help: str = "",
+                 more_help: str = "", **extra: Any) -> Any:
+    """A field of another command (`ferkit sweep`) that sets `ferkit train`'s option `name`:
+    its flag, short form and checks are that option's, and so is its help unless `help`
+    replaces it (`more_help` is appended); `extra`: more metadata for the owner."""
+    meta = dict(_fields(TrainConfig)[name].metadata)
+    meta.update(panel=panel, help=(help or meta["help"]) + more_help, **extra)
+    return options.option(default, **meta)
 
 
 @dataclass
@@ -318,8 +317,7 @@ def field_names(cls: type | None = None) -> tuple[str, ...]:
 
 def option_fields(cls: type | None = None) -> tuple[dataclasses.Field, ...]:
     """TrainConfig's fields, in `ferkit train --help` order: by panel, then field order."""
-    fields = dataclasses.fields(cls or TrainConfig)
-    return tuple(sorted(fields, key=lambda f: PANELS.index(f.metadata["panel"])))
+    return options.option_fields(cls or TrainConfig, PANELS)
 
 
 def parse_overrides(items: list[str], source: str = "--set") -> dict[str, Any]:
@@ -416,21 +414,6 @@ def _kinds(cls: type) -> dict[str, tuple[type, bool]]:
     return out
 
 
-def _check(f: dataclasses.Field, value: Any) -> None:
-    """The checks in a field's metadata (None: an option left unset, e.g. --holdout)."""
-    m, name = f.metadata, f.name
-    if value is None:
-        return
-    if m.get("choices"):
-        _choice(name, value, m["choices"])
-    if m.get("bounds"):
-        _range(name, value, *m["bounds"])
-    if m.get("positive"):
-        _positive(name, value)
-    if m.get("non_negative") and value < 0:
-        raise ConfigError(f"{flag_of(f)} must be >= 0, got {value}")
-
-
 def check_execution(c: TrainConfig) -> None:
     """ConfigError unless --device and --dist-timeout can work (checked before anything else,
     since a distributed run opens its device and process group first)."""
@@ -442,16 +425,8 @@ def check_execution(c: TrainConfig) -> None:
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{flag_name(name)} {value!r}: expected one of {', '.join(allowed)}")
+    options.check_choice(flag_name(name), value, allowed)
 
 
 def _range(name: str, value: float, lo: float, hi: float, hint: str = "") -> None:
-    if value is None or not (lo <= value <= hi):
-        raise ConfigError(f"{flag_name(name)} must be in [{lo}, {hi}], got {value} "
-                          f"{hint}".rstrip())
-
-
-def _positive(name: str, value: float) -> None:
-    if value is None or not value > 0:
-        raise ConfigError(f"{flag_name(name)} must be positive, got {value}")
+    options.check_range(flag_name(name), value, lo, hi, hint)

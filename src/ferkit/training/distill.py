@@ -25,11 +25,15 @@ Three ways to get the teacher's targets (--distill-targets):
   first epoch and nothing per step; the student sees K views of a face instead of a new one
   every epoch, and on FER2013 memorised them (8 views: 67.09% PublicTest against 67.37-67.62%
   for fixed targets from the same teacher; README, Results).
+
+`DistillTargets.build(config, ...)` sets up whichever mode the run asks for (or none, without a
+teacher), and the training loop asks it the same two things each step, whatever the mode.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +41,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ferkit.classes import CLASSES
 from ferkit.errors import ModelError
 from ferkit.models.checkpoint import build_model, load_checkpoint
 from ferkit.models.inference import predict_proba
 from ferkit.precision import Precision
+from ferkit.training.augment import BatchAugment, flip_only, without_flip
+from ferkit.training.config import TrainConfig
+from ferkit.training.mixing import Mix
 
 
 @dataclass
@@ -110,6 +118,106 @@ class TeacherViews:
         """One stored view of each face in idx, drawn at random, and the teacher's answer on it."""
         pick = torch.randint(len(self.images), idx.shape, device=idx.device)
         return self.images[pick, idx], self.targets[pick, idx]
+
+
+class DistillTargets:
+    """The teacher's targets of each training batch, in one of the --distill-targets modes (the
+    subclasses below); this base class is a run without a teacher, whose batches have none.
+
+    Each step asks two things: `inputs(idx, faces, augment)`, the student's batch of the faces
+    idx (augmented, or stored views of them) with the teacher's stored answers on it if the mode
+    keeps any; then, once the batch is blended (--mix) and laid out for the model,
+    `targets(x, mix, stored)`: the teacher's answers on the very batch the student sees, as
+    logits (computed on x when live; stored ones blended as the images were).
+    """
+
+    teacher: Teacher | None = None
+    seconds: float = 0.0  # computing the targets before the first epoch (fixed, views)
+
+    @staticmethod
+    def build(config: TrainConfig, faces: torch.Tensor, fill: float, precision: Precision,
+              batch_size: int = 256) -> DistillTargets:
+        """The run's targets: none without --teacher; else the teacher loaded (on the device of
+        `faces`, the uint8 training faces) and, for fixed and views, its answers computed now.
+        fill: the training set's mean pixel (the augmentation's erase value)."""
+        if not config.teacher:
+            return DistillTargets()
+        teacher = Teacher.load(config.teacher, faces.device, precision, CLASSES)
+        start = time.perf_counter()
+        if config.distill_targets == "fixed":
+            out: DistillTargets = FixedTargets(
+                teacher, teacher.fixed_targets(faces, precision, batch_size))
+        elif config.distill_targets == "views":
+            augment = BatchAugment(without_flip(config), fill=fill).to(faces.device)
+            views = TeacherViews.make(teacher, faces, augment, config.distill_views, config.seed,
+                                      precision, batch_size)
+            flip = BatchAugment(flip_only(config)).to(faces.device)  # the views' fresh flips
+            out = ViewTargets(teacher, views, flip)
+        else:
+            out = LiveTargets(teacher, precision)
+        out.seconds = time.perf_counter() - start
+        return out
+
+    def inputs(self, idx: torch.Tensor, faces: torch.Tensor, augment: nn.Module
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The student's batch of faces[idx] ([0, 1] pixels), and the teacher's stored answers on
+        it (None where the mode stores none)."""
+        return augment(faces[idx], train=True), None
+
+    def targets(self, x: torch.Tensor, mix: Mix | None, stored: torch.Tensor | None
+                ) -> torch.Tensor | None:
+        """The teacher's answers (logits) on x, the batch the student sees, which `mix` blended
+        (None: unmixed); `stored` is what inputs() gave with it. None without a teacher."""
+        return None
+
+    def checkpoint_entries(self) -> dict[str, dict[str, str]]:
+        """What the run's checkpoints record of the teacher (a resumed run needs the same)."""
+        return {"teacher": self.teacher.record()} if self.teacher is not None else {}
+
+
+class LiveTargets(DistillTargets):
+    """--distill-targets live: the teacher labels every batch as the student sees it."""
+
+    def __init__(self, teacher: Teacher, precision: Precision) -> None:
+        self.teacher, self.precision = teacher, precision
+
+    def targets(self, x: torch.Tensor, mix: Mix | None, stored: torch.Tensor | None
+                ) -> torch.Tensor:
+        return self.teacher.logits(x, self.precision)  # of the mixed batch itself
+
+
+class _StoredTargets(DistillTargets):
+    """Answers computed before the first epoch and looked up each step (fixed, views); a mixed
+    batch gets its pairs' answers blended in the images' shares."""
+
+    def targets(self, x: torch.Tensor, mix: Mix | None, stored: torch.Tensor | None
+                ) -> torch.Tensor | None:
+        return stored if mix is None or stored is None else mix.log_probs(stored)
+
+
+class FixedTargets(_StoredTargets):
+    """--distill-targets fixed: the teacher's flip-averaged log-probabilities of each clean
+    training face, looked up by index; the student's augmented view gets its face's."""
+
+    def __init__(self, teacher: Teacher, table: torch.Tensor) -> None:
+        self.teacher, self.table = teacher, table  # (N, C): row i, training face i
+
+    def inputs(self, idx: torch.Tensor, faces: torch.Tensor, augment: nn.Module
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        return augment(faces[idx], train=True), self.table[idx]
+
+
+class ViewTargets(_StoredTargets):
+    """--distill-targets views: one stored view of each face, drawn at random and flipped
+    afresh (in place of the training augmentation), with the teacher's answer on that view."""
+
+    def __init__(self, teacher: Teacher, views: TeacherViews, flip: nn.Module) -> None:
+        self.teacher, self.views, self.flip = teacher, views, flip
+
+    def inputs(self, idx: torch.Tensor, faces: torch.Tensor, augment: nn.Module
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        images, stored = self.views.batch(idx)
+        return self.flip(images, train=True), stored
 
 
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,

@@ -1,4 +1,7 @@
-"""The run directory: config.json, metrics.jsonl, best.pt, last.pt, curves.png."""
+"""The run directory: writing and reading its files (their names: ferkit.run_files).
+
+Names are re-exported here (run_dir.BEST, ...) for the training code that writes them.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from ferkit.errors import DataError, ModelError
+from ferkit.run_files import BEST, CONFIG, CURVES, LAST, METRICS
 from ferkit.training.config import EXECUTION_KEY
 
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-BEST = "best.pt"
-LAST = "last.pt"
-CURVES = "curves.png"
+__all__ = ["BEST", "CONFIG", "CURVES", "DATA_RESOLVED", "LAST", "METRICS", "append_metrics",
+           "check_fresh", "default_run_dir", "read_metrics", "rewrite_metrics", "saved_data",
+           "write_json"]
+
 DATA_RESOLVED = "data_resolved"  # config.json's execution record: --data as an absolute path
 
 
@@ -77,8 +80,20 @@ def rewrite_metrics(run_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
     os.replace(tmp, run_dir / METRICS)
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """metrics.jsonl's rows, one per finished epoch ([] without the file). A line that is not
+    JSON is a ModelError naming the file and the line; lines that are not objects are left out."""
     path = Path(run_dir) / METRICS
-    if not path.exists():
+    if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{path}: line {i} is not JSON ({exc})") from exc
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows

@@ -1,4 +1,10 @@
-"""The training loop: `train(config)` -> TrainResult, one readable function; helpers below it.
+"""The training loop: `train(config)` -> TrainResult.
+
+`_train` reads top to bottom: setting up (data, model and precision, the teacher's targets, the
+resumable state), then the loop, a few lines a step. What it builds is defined below it:
+TrainState (everything last.pt holds for --resume: state_dict() and load_state_dict()),
+_Batches (each step's input; the teacher's targets come from ferkit.training.distill's
+DistillTargets, whatever --distill-targets), _TrainStep (one optimisation step), then helpers.
 
 Speed comes from keeping everything on the device: the whole training set is one uint8 tensor
 (FER2013: 66 MB), each step indexes a batch out of it, augments it there as [0, 1] pixels
@@ -33,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 
 from ferkit.classes import CLASSES, NUM_CLASSES
 from ferkit.data.dataset import FaceDataset
@@ -43,7 +50,7 @@ from ferkit.models.normalize import normalized
 from ferkit.models.registry import create_model, get_entry
 from ferkit.precision import Precision, resolve_precision
 from ferkit.training import run_dir as rd
-from ferkit.training.augment import BatchAugment, flip_only, without_flip
+from ferkit.training.augment import BatchAugment
 from ferkit.training.balance import EpochSampler, class_weights
 from ferkit.training.compact import compact_checkpoint, ema_state
 from ferkit.training.config import (
@@ -54,14 +61,14 @@ from ferkit.training.config import (
     check_execution,
 )
 from ferkit.training.curves import plot_curves
-from ferkit.training.distill import Teacher, TeacherViews, distill_loss
+from ferkit.training.distill import DistillTargets, Teacher, distill_loss
 from ferkit.training.distributed import Dist, convert_sync_batchnorm, session
 from ferkit.training.ema import weight_ema
 from ferkit.training.finetune import checkpoint_arch_kwargs
 from ferkit.training.mixing import BatchMix, Mix
 from ferkit.training.optim import build_optimizer, build_scheduler
 from ferkit.training.sam import SharpnessAware, frozen_bn_statistics
-from ferkit.training.splits import normalization_stats, split_train_val
+from ferkit.training.splits import TrainValSplit, normalization_stats, split_train_val
 from ferkit.training.step_timing import step_timer, workload_key
 
 log = logging.getLogger(__name__)
@@ -162,18 +169,6 @@ class TrainResult:
         return self.run_dir / rd.BEST
 
 
-@dataclass
-class _State:
-    """What survives from epoch to epoch besides model/optimizer tensors (saved in last.pt)."""
-
-    epoch: int = 0
-    best_val_acc: float = -1.0
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    stopped: bool = False
-    history: list[EpochMetrics] = field(default_factory=list)
-
-
 def train(config: TrainConfig, dataset: FaceDataset | None = None,
           on_epoch: Callable[[EpochMetrics], bool | None] | None = None,
           on_step: Callable[[StepMetrics], None] | None = None,
@@ -208,90 +203,46 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
         on_epoch = on_step = on_start = None
 
     # ---- data: every face on the device as uint8; train/val split; normalisation stats ----
-    t_data = time.perf_counter()
-    if dataset is None:
-        dataset = _load_dataset(config.data)
-    split = split_train_val(dataset, config.holdout, config.holdout_seed, config.limit)
-    for note in split.notes if dist.is_main else ():
-        log.warning(note)
-    digests = split.digests()
-    mean, std = normalization_stats(split.train_images)
-    train_x, train_y = _to_device(split.train_images, split.train_labels, device)
-    val_x, val_y = _to_device(split.val_images, split.val_labels, device)
-    val_shard = (val_x[dist.rank::dist.world_size], val_y[dist.rank::dist.world_size])
-    data_seconds = time.perf_counter() - t_data
+    data = _DeviceData.load(config, dataset, device, dist)
 
-    # ---- model, optimizer, schedule, loss ----
-    model = normalized(_create_model(config), mean, std).to(device)
-    cuda = device.type == "cuda"
-    sampler = EpochSampler(split.train_labels, config.batch_size, config.balance,
+    # ---- model and precision; the teacher's targets (--teacher) ----
+    # (model, then teacher: each consumes random numbers as it is built)
+    model = normalized(_create_model(config), data.mean, data.std).to(device)
+    sampler = EpochSampler(data.split.train_labels, config.batch_size, config.balance,
                            config.balance_power, config.seed, device)
     steps, batch = sampler.steps_per_epoch, sampler.batch_size  # batch: the global batch
     dist.check_batch(batch)
-    precision = choose_precision(config, device, model, train_x[:batch // dist.world_size], dist)
-    channels_last = precision.channels_last
-    model = model.to(memory_format=torch.channels_last if channels_last else
+    precision = choose_precision(config, device, model, data.train_x[:batch // dist.world_size],
+                                 dist)
+    model = model.to(memory_format=torch.channels_last if precision.channels_last else
                      torch.contiguous_format)
     if config.sync_bn and dist.enabled:  # after the timing, which runs on rank 0 alone
         model = convert_sync_batchnorm(model, device)
-    ema = weight_ema(model, config.ema) if config.ema else None
-    augment = BatchAugment(config, fill=mean).to(device)
-    mixer = BatchMix(config.mix, config.mix_alpha, config.mix_prob)
-    optimizer = build_optimizer(model, config, device)
-    scheduler = build_scheduler(optimizer, config, config.epochs * steps)
-    weight = None
-    if config.balance == "weights":
-        weight = torch.tensor(class_weights(split.class_counts, config.balance_power),
-                              dtype=torch.float32, device=device)
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
-    eval_batch = config.eval_batch_size or (1024 if cuda else 256)  # validation, fixed targets
-    teacher = (Teacher.load(config.teacher, device, precision, CLASSES) if config.teacher
-               else None)
-    fixed_targets, views, t_teacher = None, None, time.perf_counter()  # --distill-targets
-    if teacher is not None and config.distill_targets == "fixed":
-        fixed_targets = teacher.fixed_targets(train_x, precision, eval_batch)
-    if teacher is not None and config.distill_targets == "views":
-        views = TeacherViews.make(teacher, train_x,
-                                  BatchAugment(without_flip(config), fill=mean).to(device),
-                                  config.distill_views, config.seed, precision, eval_batch)
-        flip = BatchAugment(flip_only(config)).to(device)  # the views' fresh flips
-    teacher_seconds = time.perf_counter() - t_teacher
-    scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16)
-    sam = SharpnessAware(model, config.sam) if config.sam else None
-    state = _State()
-    if ckpt is not None:
-        _check_same_teacher(ckpt, teacher)
-        _restore(ckpt, model, optimizer, scheduler, ema, sampler, state,
-                 _data_record(len(train_y), len(val_y), steps, digests), dist)
-    forward: nn.Module = model
-    if dist.enabled:  # averages gradients; broadcasts rank 0's weights now, its buffers per step
-        forward = DistributedDataParallel(
-            model, device_ids=[device.index] if cuda else None,
-            find_unused_parameters=bool(config.freeze_epochs))  # frozen backbone: no grads
-    if config.compile:
-        forward = torch.compile(forward)
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if config.resume:  # drop lines of an epoch cut off before its last.pt was written
-            rd.rewrite_metrics(run_dir, [h.to_dict() for h in state.history])
-        else:
-            rd.write_json(run_dir / rd.CONFIG, {**config.to_dict(), EXECUTION_KEY: {
-                "device": str(device), **precision.to_dict(), "threads": torch.get_num_threads(),
-                "world_size": dist.world_size, "backend": dist.backend or None,
-                "torch": torch.__version__,  # and --data from anywhere, for --resume elsewhere:
-                rd.DATA_RESOLVED: str(Path(config.data).resolve()) if config.data else None}})
-    ckpt_base = {"arch": config.model, "arch_kwargs": checkpoint_arch_kwargs(config.model_kwargs),
-                 "classes": list(CLASSES), "config": config.to_dict(),
-                 **({"teacher": teacher.record()} if teacher is not None else {})}
-    if on_start is not None:
-        on_start(RunInfo(run_dir, config, device, len(train_y), len(val_y), split.val_source,
-                         steps, state.epoch, sum(p.numel() for p in model.parameters()),
-                         split.class_counts.tolist(), model.stats, data_seconds,
-                         precision, dist.world_size, teacher_seconds))
+    eval_batch = config.eval_batch_size or (1024 if device.type == "cuda" else 256)
+    distill = DistillTargets.build(config, data.train_x, data.mean, precision, eval_batch)
 
-    # ---- the loop ----
-    train_seconds = 0.0
-    stopped_by_callback = False
+    # ---- optimizer, schedule, EMA: the resumable state, from last.pt under --resume ----
+    state = TrainState.start(config, model, sampler, data.record(steps), device)
+    if ckpt is not None:
+        _check_same_teacher(ckpt, distill.teacher)
+        state.load_state_dict(ckpt, dist)
+
+    # ---- each step's batch, and the step; the run directory ----
+    batches = _Batches(config, data, distill, precision.channels_last)
+    train_step = _TrainStep(state, _forward_module(model, config, dist),
+                            _Loss(config, data.split.class_counts, device), precision, device,
+                            config)
+    if dist.is_main:
+        _open_run_dir(run_dir, config, state.history, device, precision, dist)
+    if on_start is not None:
+        on_start(RunInfo(run_dir, config, device, len(data.train_y), data.n_val,
+                         data.split.val_source, steps, state.epoch,
+                         sum(p.numel() for p in model.parameters()),
+                         data.split.class_counts.tolist(), model.stats, data.seconds,
+                         precision, dist.world_size, distill.seconds))
+
+    # ---- the loop: an epoch of steps, validation, the epoch's files ----
+    train_seconds, stopped_by_callback = 0.0, False
     for epoch in range(state.epoch + 1, config.epochs + 1):
         if state.stopped:
             break
@@ -300,42 +251,8 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for step, idx in enumerate(dist.shard_steps(sampler.epoch()), start=1):
-            # targets: the teacher's answers for this batch (--teacher), None until known
-            if views is not None:  # a stored view of each face, the teacher's answer on it
-                faces, targets = views.batch(idx)
-                x = flip(faces, train=True)
-            else:
-                x = augment(train_x[idx], train=True)
-                targets = fixed_targets[idx] if fixed_targets is not None else None
-            y = train_y[idx]
-            x, mix = mixer(x)  # mix: None, or how pairs of faces were blended (--mix)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if teacher is not None and targets is None:  # live: on the very batch
-                targets = teacher.logits(x, precision)
-            elif targets is not None and mix is not None:
-                targets = mix.log_probs(targets)
-            with precision.autocast(device):
-                logits = forward(x)
-            loss = _step_loss(logits, y, mix, targets, criterion, config)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if sam is not None:  # --sam: the gradient again, at the ascent point
-                sam.ascend()
-                optimizer.zero_grad(set_to_none=True)
-                with frozen_bn_statistics(model), precision.autocast(device):
-                    perturbed = forward(x)
-                scaler.scale(_step_loss(perturbed, y, mix, targets, criterion, config)).backward()
-                sam.descend()
-            if config.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            lr = max(g["lr"] for g in optimizer.param_groups)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
+            x, y, mix, targets = batches(idx)
+            logits, loss, lr = train_step(x, y, mix, targets)
             loss_sum += loss.detach()
             correct += (logits.detach().argmax(dim=1) == y).sum()
             if on_step is not None:  # rank 0's loss: the other ranks' slices are not read
@@ -347,56 +264,234 @@ def _train(config: TrainConfig, dist: Dist, dataset: FaceDataset | None,
         epoch_seconds = time.perf_counter() - t0  # .item() above waited for the device
         train_seconds += epoch_seconds
 
-        eval_model = ema.module if ema is not None else model
-        dist.broadcast_buffers(eval_model)  # BN statistics differ per rank without --sync-bn
-        val_loss, val_acc = _evaluate_sharded(eval_model, val_shard, len(val_y), dist,
-                                              eval_batch, precision)
-        if val_acc > state.best_val_acc:
-            state.best_val_acc, state.best_epoch, state.bad_epochs = val_acc, epoch, 0
-        else:
-            state.bad_epochs += 1
-        state.stopped = bool(config.early_stopping) and state.bad_epochs >= config.early_stopping
-        state.epoch = epoch
-        m = EpochMetrics(epoch, train_loss, train_acc, val_loss, val_acc, lr, epoch_seconds,
-                         steps * batch / epoch_seconds, state.best_val_acc, state.best_epoch)
-        state.history.append(m)
+        val_loss, val_acc = _validate(state.eval_model, data, dist, eval_batch, precision)
+        m = state.end_epoch(EpochMetrics(epoch, train_loss, train_acc, val_loss, val_acc, lr,
+                                         epoch_seconds, steps * batch / epoch_seconds),
+                            config.early_stopping)
         rngs = dist.gather_objects(_rng_state())  # every rank's, so --resume continues exactly
         stop = False
-        if dist.is_main:  # ---- rank 0 writes the run directory: metrics, curves, checkpoints
-            rd.append_metrics(run_dir, m.to_dict())
-            plot_curves([h.to_dict() for h in state.history], run_dir / rd.CURVES,
-                        f"{config.model} - {run_dir.name}")
-            weights = _cpu_state(eval_model)
-            if m.is_best:
-                save_checkpoint(run_dir / rd.BEST, checkpoint_payload(
-                    **ckpt_base, epoch=epoch, metrics=m.to_dict(), state_dict=weights))
-            last = checkpoint_payload(
-                **ckpt_base, epoch=epoch, metrics=m.to_dict(), state_dict=weights,
-                **_resume_state(model, optimizer, scheduler, ema, sampler, state,
-                                _data_record(len(train_y), len(val_y), steps, digests), rngs))
-            save_checkpoint(run_dir / rd.LAST,
-                            compact_checkpoint(last) if config.compact_last else last)
-            if on_epoch is not None:
-                stop = bool(on_epoch(m))
+        if dist.is_main:  # rank 0 writes the run directory
+            _write_epoch(run_dir, config, distill, state, rngs)
+            stop = on_epoch is not None and bool(on_epoch(m))
         if dist.broadcast_object(stop):  # a callback asked to stop: every rank ends here
             stopped_by_callback = True
             break
 
     dist.barrier()  # every rank returns once rank 0 has written the last epoch
     return TrainResult(run_dir, max(state.best_val_acc, 0.0), state.best_epoch, state.history,
-                       time.perf_counter() - t_call, data_seconds, train_seconds, state.stopped,
-                       config, stopped_by_callback, teacher_seconds)
+                       time.perf_counter() - t_call, data.seconds, train_seconds, state.stopped,
+                       config, stopped_by_callback, distill.seconds)
 
 
-def _step_loss(logits: torch.Tensor, y: torch.Tensor, mix: Mix | None, targets: torch.Tensor | None,
-               criterion: nn.Module, config: TrainConfig) -> torch.Tensor:
-    """Cross-entropy with the labels (of both blended faces under --mix), mixed with the
-    distillation loss when a teacher's answers are given."""
-    loss = criterion(logits.float(), y) if mix is None else mix.loss(criterion, logits.float(), y)
-    if targets is None:
-        return loss
-    soft = distill_loss(logits.float(), targets, config.distill_temperature)
-    return (1 - config.distill_weight) * loss + config.distill_weight * soft
+@dataclass
+class TrainState:
+    """What --resume needs to go on exactly where an epoch ended: the model, optimizer, LR
+    schedule, EMA and epoch sampler, the early-stopping record and the metrics so far, and the
+    random generators' states. state_dict() gives last.pt's resume entries; load_state_dict()
+    takes a last.pt (full or compact) and puts them back."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # torch.optim.lr_scheduler.LRScheduler
+    ema: AveragedModel | None
+    sampler: EpochSampler
+    data: dict[str, Any]  # what last.pt records of the data (_DeviceData.record)
+    epoch: int = 0  # epochs done
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the best (--early-stopping)
+    stopped: bool = False  # early stopping ended the run
+    history: list[EpochMetrics] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, config: TrainConfig, model: nn.Module, sampler: EpochSampler,
+              data: dict[str, Any], device: torch.device) -> TrainState:
+        """Epoch 0 of a run: the optimizer, LR schedule and --ema average built for `model`."""
+        ema = weight_ema(model, config.ema) if config.ema else None
+        optimizer = build_optimizer(model, config, device)
+        scheduler = build_scheduler(optimizer, config, config.epochs * sampler.steps_per_epoch)
+        return cls(model, optimizer, scheduler, ema, sampler, data)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The model validated and saved: the weights' average under --ema."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def end_epoch(self, m: EpochMetrics, patience: int) -> EpochMetrics:
+        """Records epoch m (its best_val_acc and best_epoch filled in here); patience: the
+        --early-stopping epochs without a better val_acc (0: never stop)."""
+        if m.val_acc > self.best_val_acc:
+            self.best_val_acc, self.best_epoch, self.bad_epochs = m.val_acc, m.epoch, 0
+        else:
+            self.bad_epochs += 1
+        self.stopped = bool(patience) and self.bad_epochs >= patience
+        self.epoch = m.epoch
+        m.best_val_acc, m.best_epoch = self.best_val_acc, self.best_epoch
+        self.history.append(m)
+        return m
+
+    def state_dict(self, rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """last.pt's entries besides the saved model (rngs: every rank's random state, rank 0's
+        first; this process's if None). Without --ema the model trained is the one saved, so its
+        weights are last.pt's state_dict."""
+        return {
+            "epoch": self.epoch,
+            "train_state_dict": _cpu_state(self.model) if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "sampler": self.sampler.state_dict(),
+            "rng": rngs[0] if rngs else _rng_state(),
+            "world_size": len(rngs) if rngs else 1,
+            "rng_ranks": rngs if rngs and len(rngs) > 1 else None,
+            "early_stopping": {"best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
+                               "bad_epochs": self.bad_epochs, "stopped": self.stopped},
+            "history": [h.to_dict() for h in self.history],
+            "data": self.data,
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any], dist: Dist) -> None:
+        """Back to where last.pt `ckpt` left the run, on this process's rank; refuses other data.
+        Call it last: building the model and the teacher consumed random numbers."""
+        _check_same_data(ckpt, self.data)
+        self.model.load_state_dict(ckpt["train_state_dict"] if self.ema is not None
+                                   else ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ema_state(ckpt))  # a compact last.pt keeps it once
+        self.sampler.load_state_dict(ckpt["sampler"])
+        es = ckpt["early_stopping"]
+        self.epoch = int(ckpt["epoch"])
+        self.best_val_acc, self.best_epoch = float(es["best_val_acc"]), int(es["best_epoch"])
+        self.bad_epochs, self.stopped = int(es["bad_epochs"]), bool(es["stopped"])
+        self.history = [EpochMetrics(**h) for h in ckpt["history"]]
+        _restore_rngs(ckpt, dist, self.epoch)
+
+
+@dataclass
+class _DeviceData:
+    """The run's faces on the device: every training face (uint8) and label, this rank's shard of
+    the validation faces, and the training pixels' mean and std (the model's normalisation)."""
+
+    split: TrainValSplit
+    digests: dict[str, str]
+    train_x: torch.Tensor  # (N, 1, H, W) uint8
+    train_y: torch.Tensor
+    val_shard: tuple[torch.Tensor, torch.Tensor]  # this rank's validation faces and labels
+    n_val: int  # validation faces on all the ranks
+    mean: float
+    std: float
+    seconds: float  # loading the dataset and moving it to the device
+
+    @classmethod
+    def load(cls, config: TrainConfig, dataset: FaceDataset | None, device: torch.device,
+             dist: Dist) -> _DeviceData:
+        start = time.perf_counter()
+        if dataset is None:
+            dataset = _load_dataset(config.data)
+        split = split_train_val(dataset, config.holdout, config.holdout_seed, config.limit)
+        for note in split.notes if dist.is_main else ():
+            log.warning(note)
+        digests = split.digests()
+        mean, std = normalization_stats(split.train_images)
+        train_x, train_y = _to_device(split.train_images, split.train_labels, device)
+        val_x, val_y = _to_device(split.val_images, split.val_labels, device)
+        val_shard = (val_x[dist.rank::dist.world_size], val_y[dist.rank::dist.world_size])
+        return cls(split, digests, train_x, train_y, val_shard, len(val_y), mean, std,
+                   time.perf_counter() - start)
+
+    def record(self, steps: int) -> dict[str, Any]:
+        """What last.pt records of the data, so --resume can refuse other data."""
+        return {"n_train": len(self.train_y), "n_val": self.n_val, "steps_per_epoch": steps,
+                "train_digest": self.digests["train"], "val_digest": self.digests["val"]}
+
+
+class _Batches:
+    """Each step's batch: the faces of idx augmented (or the teacher's stored views of them,
+    --distill-targets views), blended in pairs (--mix), in the model's memory format; with
+    their labels, how they were mixed, and the teacher's targets (None without --teacher)."""
+
+    def __init__(self, config: TrainConfig, data: _DeviceData, distill: DistillTargets,
+                 channels_last: bool) -> None:
+        self.faces, self.labels = data.train_x, data.train_y
+        self.augment = BatchAugment(config, fill=data.mean).to(data.train_x.device)
+        self.mixer = BatchMix(config.mix, config.mix_alpha, config.mix_prob)
+        self.distill, self.channels_last = distill, channels_last
+
+    def __call__(self, idx: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, Mix | None, torch.Tensor | None]:
+        x, stored = self.distill.inputs(idx, self.faces, self.augment)
+        x, mix = self.mixer(x)  # mix: None, or how pairs of faces were blended
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.labels[idx], mix, self.distill.targets(x, mix, stored)
+
+
+class _Loss:
+    """Cross-entropy with the labels (of both blended faces under --mix; --label-smoothing,
+    --balance weights), mixed with the distillation loss when a teacher's targets are given."""
+
+    def __init__(self, config: TrainConfig, class_counts: np.ndarray,
+                 device: torch.device) -> None:
+        weight = None
+        if config.balance == "weights":
+            weight = torch.tensor(class_weights(class_counts, config.balance_power),
+                                  dtype=torch.float32, device=device)
+        self.criterion = nn.CrossEntropyLoss(weight=weight,
+                                             label_smoothing=config.label_smoothing)
+        self.distill_weight = config.distill_weight
+        self.temperature = config.distill_temperature
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, mix: Mix | None,
+                 targets: torch.Tensor | None) -> torch.Tensor:
+        loss = (self.criterion(logits.float(), y) if mix is None
+                else mix.loss(self.criterion, logits.float(), y))
+        if targets is None:
+            return loss
+        # a cast of its own: under autocast the two gradients meet in the logits' dtype
+        soft = distill_loss(logits.float(), targets, self.temperature)
+        return (1 - self.distill_weight) * loss + self.distill_weight * soft
+
+
+class _TrainStep:
+    """One optimisation step on a batch: forward under autocast, the loss, backward (and again
+    at the ascent point under --sam), gradient clipping, the optimizer and LR schedule, the
+    EMA. Returns (logits, loss, the learning rate it stepped with)."""
+
+    def __init__(self, state: TrainState, forward: nn.Module, loss: _Loss,
+                 precision: Precision, device: torch.device, config: TrainConfig) -> None:
+        self.state, self.forward, self.loss = state, forward, loss
+        self.precision, self.device = precision, device
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16)
+        self.sam = SharpnessAware(state.model, config.sam) if config.sam else None
+        self.grad_clip = config.grad_clip
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, mix: Mix | None,
+                 targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, float]:
+        model, optimizer, scaler = self.state.model, self.state.optimizer, self.scaler
+        with self.precision.autocast(self.device):
+            logits = self.forward(x)
+        loss = self.loss(logits, y, mix, targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if self.sam is not None:  # --sam: the gradient again, at the ascent point
+            self.sam.ascend()
+            optimizer.zero_grad(set_to_none=True)
+            with frozen_bn_statistics(model), self.precision.autocast(self.device):
+                perturbed = self.forward(x)
+            scaler.scale(self.loss(perturbed, y, mix, targets)).backward()
+            self.sam.descend()
+        if self.grad_clip:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+        lr = max(g["lr"] for g in optimizer.param_groups)
+        scaler.step(optimizer)
+        scaler.update()
+        self.state.scheduler.step()
+        if self.state.ema is not None:
+            self.state.ema.update_parameters(model)
+        return logits, loss, lr
 
 
 def choose_precision(config: TrainConfig, device: torch.device, model: nn.Module,
@@ -414,20 +509,15 @@ def choose_precision(config: TrainConfig, device: torch.device, model: nn.Module
     return dist.broadcast_object(precision)  # rank 0's choice (itself when not distributed)
 
 
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 1024, precision: Precision | None = None) -> tuple[float, float]:
-    """Mean cross-entropy (no smoothing, no class weights) and accuracy on uint8 faces, through
-    ferkit.models.inference.predict_proba (what Predictor uses), in `precision` (fp32 if None)."""
-    loss_sum, correct = _eval_sums(model, images, labels, batch_size, precision)
-    n = max(len(images), 1)
-    return loss_sum.item() / n, correct.item() / n
-
-
-def _evaluate_sharded(model: nn.Module, shard: tuple[torch.Tensor, torch.Tensor], n_total: int,
-                      dist: Dist, batch_size: int, precision: Precision) -> tuple[float, float]:
-    """evaluate() over every rank's shard of the validation faces, summed over the ranks."""
-    loss_sum, correct = dist.all_reduce_sum(*_eval_sums(model, *shard, batch_size, precision))
-    n = max(n_total, 1)
+def _validate(model: nn.Module, data: _DeviceData, dist: Dist, batch_size: int,
+              precision: Precision) -> tuple[float, float]:
+    """Mean cross-entropy (no smoothing, no class weights) and accuracy on the validation faces,
+    each rank classifying its shard through ferkit.models.inference.predict_proba (what
+    Predictor uses), in the training precision."""
+    dist.broadcast_buffers(model)  # BN statistics differ per rank without --sync-bn
+    loss_sum, correct = dist.all_reduce_sum(*_eval_sums(model, *data.val_shard, batch_size,
+                                                        precision))
+    n = max(data.n_val, 1)
     return loss_sum.item() / n, correct.item() / n
 
 
@@ -555,60 +645,74 @@ def _set_rng_state(s: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def _data_record(n_train: int, n_val: int, steps: int, digests: dict[str, str]
-                 ) -> dict[str, Any]:
-    """What last.pt records of the data, so --resume can refuse other data."""
-    return {"n_train": n_train, "n_val": n_val, "steps_per_epoch": steps,
-            "train_digest": digests["train"], "val_digest": digests["val"]}
-
-
-def _resume_state(model, optimizer, scheduler, ema, sampler, state: _State,
-                  data: dict[str, Any], rngs: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """The last.pt entries that let --resume continue exactly where this epoch ended (rngs:
-    every rank's random state, rank 0's first)."""
-    return {
-        "train_state_dict": _cpu_state(model) if ema is not None else None,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
-        "sampler": sampler.state_dict(),
-        "rng": rngs[0] if rngs else _rng_state(),
-        "world_size": len(rngs) if rngs else 1,
-        "rng_ranks": rngs if rngs and len(rngs) > 1 else None,
-        "early_stopping": {"best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
-                           "bad_epochs": state.bad_epochs, "stopped": state.stopped},
-        "history": [h.to_dict() for h in state.history],
-        "data": data,
-    }
-
-
-def _restore(ckpt: dict, model, optimizer, scheduler, ema, sampler, state: _State,
-             data: dict[str, Any], dist: Dist) -> None:
-    _check_same_data(ckpt, data)
-    model.load_state_dict(ckpt["train_state_dict"] if ema is not None else ckpt["state_dict"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    if ema is not None:
-        ema.load_state_dict(ema_state(ckpt))
-    sampler.load_state_dict(ckpt["sampler"])
-    es = ckpt["early_stopping"]
-    state.epoch = int(ckpt["epoch"])
-    state.best_val_acc, state.best_epoch = float(es["best_val_acc"]), int(es["best_epoch"])
-    state.bad_epochs, state.stopped = int(es["bad_epochs"]), bool(es["stopped"])
-    state.history = [EpochMetrics(**h) for h in ckpt["history"]]
-    # last: building the model above consumed random numbers
+def _restore_rngs(ckpt: dict[str, Any], dist: Dist, epoch: int) -> None:
+    """Every random generator as last.pt left it on this rank. Resumed on another number of
+    processes: rank 0's states everywhere, the other ranks' torch generators seeded anew."""
     ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
     if len(ranks) == dist.world_size:
         _set_rng_state(ranks[dist.rank])
-    else:  # another number of processes: the ranks' augmentation streams start anew
-        if dist.is_main:
-            log.warning("%s: the run had %d process(es), this resume has %d: training goes on "
-                        "from the same weights and schedule, but its random augmentation (and "
-                        "per-rank BatchNorm batches) differ from an uninterrupted run",
-                        ckpt["path"], len(ranks), dist.world_size)
-        _set_rng_state(ranks[0])
-        if dist.rank:
-            torch.manual_seed(int(ckpt["config"]["seed"]) + dist.rank + 1000 * state.epoch)
+        return
+    if dist.is_main:  # the ranks' augmentation streams start anew
+        log.warning("%s: the run had %d process(es), this resume has %d: training goes on "
+                    "from the same weights and schedule, but its random augmentation (and "
+                    "per-rank BatchNorm batches) differ from an uninterrupted run",
+                    ckpt["path"], len(ranks), dist.world_size)
+    _set_rng_state(ranks[0])
+    if dist.rank:
+        torch.manual_seed(int(ckpt["config"]["seed"]) + dist.rank + 1000 * epoch)
+
+
+def _forward_module(model: nn.Module, config: TrainConfig, dist: Dist) -> nn.Module:
+    """What each step calls: the model, under torchrun in DistributedDataParallel (averages the
+    gradients; broadcasts rank 0's weights now, its buffers per step), compiled with --compile."""
+    forward = model
+    if dist.enabled:
+        forward = DistributedDataParallel(
+            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
+            find_unused_parameters=bool(config.freeze_epochs))  # frozen backbone: no grads
+    if config.compile:
+        forward = torch.compile(forward)
+    return forward
+
+
+def _open_run_dir(run_dir: Path, config: TrainConfig, history: list[EpochMetrics],
+                  device: torch.device, precision: Precision, dist: Dist) -> None:
+    """A new run's directory with its config.json (and how it runs); a resumed run's
+    metrics.jsonl cut back to the epochs last.pt holds."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config.resume:  # drop lines of an epoch cut off before its last.pt was written
+        rd.rewrite_metrics(run_dir, [h.to_dict() for h in history])
+        return
+    rd.write_json(run_dir / rd.CONFIG, {**config.to_dict(), EXECUTION_KEY: {
+        "device": str(device), **precision.to_dict(), "threads": torch.get_num_threads(),
+        "world_size": dist.world_size, "backend": dist.backend or None,
+        "torch": torch.__version__,  # and --data from anywhere, for --resume elsewhere:
+        rd.DATA_RESOLVED: str(Path(config.data).resolve()) if config.data else None}})
+
+
+def _checkpoint_header(config: TrainConfig, distill: DistillTargets) -> dict[str, Any]:
+    """The entries best.pt and last.pt share: the architecture, classes, config and teacher."""
+    return {"arch": config.model, "arch_kwargs": checkpoint_arch_kwargs(config.model_kwargs),
+            "classes": list(CLASSES), "config": config.to_dict(),
+            **distill.checkpoint_entries()}
+
+
+def _write_epoch(run_dir: Path, config: TrainConfig, distill: DistillTargets,
+                 state: TrainState, rngs: list[dict[str, Any]] | None) -> None:
+    """The epoch just ended, into the run directory: its metrics line, the curves, best.pt if it
+    is the best so far, and last.pt (compact under --compact-last)."""
+    m = state.history[-1]
+    header = _checkpoint_header(config, distill)
+    rd.append_metrics(run_dir, m.to_dict())
+    plot_curves([h.to_dict() for h in state.history], run_dir / rd.CURVES,
+                f"{config.model} - {run_dir.name}")
+    weights = _cpu_state(state.eval_model)
+    if m.is_best:
+        save_checkpoint(run_dir / rd.BEST, checkpoint_payload(
+            **header, epoch=m.epoch, metrics=m.to_dict(), state_dict=weights))
+    last = checkpoint_payload(**header, metrics=m.to_dict(), state_dict=weights,
+                              **state.state_dict(rngs))
+    save_checkpoint(run_dir / rd.LAST, compact_checkpoint(last) if config.compact_last else last)
 
 
 def _check_same_teacher(ckpt: dict, teacher: Teacher | None) -> None:
