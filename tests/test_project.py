@@ -1,5 +1,7 @@
-"""The repository keeps its promises: CI runs the README's test command, the tree stays small."""
+"""The repository keeps its promises: CI runs the README's test command, the README stays a
+five-minute read whose links (and the docs pages' links) lead somewhere, the tree stays small."""
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -21,11 +23,28 @@ def test_ci_runs_the_readme_test_command():
     assert "ferkit demo" in main_job
 
 
-def test_tracked_files_stay_under_8_mb():
+def _tracked() -> list[str]:
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
                            check=True).stdout.decode().split("\0")
-    total = sum((ROOT / f).stat().st_size for f in files if f and (ROOT / f).is_file())
+    return [f for f in files if f and (ROOT / f).is_file()]
+
+
+def test_tracked_files_stay_under_8_mb():
+    """The package and its sources; the training campaign's checkpoints (campaign/) have a
+    budget of their own (next test)."""
+    total = sum((ROOT / f).stat().st_size for f in _tracked() if not f.startswith("campaign/"))
     assert total < 8 * 1024 * 1024, f"tracked files take {total / 2**20:.1f} MB"
+
+
+def test_the_campaign_keeps_one_inflight_run_within_its_budget():
+    """campaign/PLAN.md's rules: at most one in-flight run's state is tracked, and the campaign's
+    files stay inside its repository budget."""
+    files = [f for f in _tracked() if f.startswith("campaign/")]
+    inflight = {f.split("/")[2] for f in files if f.startswith("campaign/inflight/")}
+    assert len(inflight) <= 1, inflight
+    budget = json.loads((ROOT / "campaign/jobs.json").read_text())["repository_budget"]
+    total = sum((ROOT / f).stat().st_size for f in files)
+    assert total < budget["limit_mib"] * 2**20
 
 
 def test_the_version_has_one_owner_that_modules_import():
@@ -68,6 +87,48 @@ def test_readme_demo_output_has_the_line_demo_prints():
     shown = readme.split("$ ferkit demo\n", 1)[1].splitlines()[0]
     assert re.fullmatch(r"model: [\w-]+ \(\S+/default\.pt\) on cpu", shown), shown
 
+
+
+def _docs_pages() -> list[Path]:
+    return sorted((ROOT / "docs").rglob("*.md"))
+
+
+def _anchors(page: Path) -> set[str]:
+    """The heading ids MkDocs (Python-Markdown's toc) gives a page's headings."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    headings = re.findall(r"^#{1,6} (.+)$", text, flags=re.M)
+    slugs = (re.sub(r"[^\w\s-]", "", h.replace("`", "")).strip().lower() for h in headings)
+    return {re.sub(r"[-\s]+", "-", s) for s in slugs}
+
+
+def test_readme_is_a_five_minute_read():
+    """Everything past the set-up, the quick start, the commands and the headline figures
+    lives in the docs pages (mkdocs.yml), not in the README."""
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 300
+
+
+def test_links_in_the_readme_and_the_docs_pages_lead_somewhere():
+    broken = []
+    for page in [ROOT / "README.md", *_docs_pages()]:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.is_file():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert broken == []
+
+
+def test_the_docs_site_lists_every_page():
+    """mkdocs.yml's nav names each page under docs/ once (`mkdocs build --strict` builds it)."""
+    nav = (ROOT / "mkdocs.yml").read_text().split("\nnav:", 1)[1]
+    listed = re.findall(r":\s*(\S+\.md)\s*$", nav, flags=re.M)
+    pages = [str(p.relative_to(ROOT / "docs")) for p in _docs_pages()]
+    assert sorted(listed) == sorted(pages)
 
 
 def _string_constants(path: Path) -> list[str]:
