@@ -8,6 +8,7 @@ import numpy as np
 
 from ferkit.classes import CLASSES, FACE_SIZE, NUM_CLASSES
 from ferkit.data.dataset import FaceDataset
+from ferkit.plotting import pyplot
 
 
 def summarize(ds: FaceDataset) -> dict:
@@ -23,18 +24,11 @@ def summarize(ds: FaceDataset) -> dict:
             "warnings": [{"entry": w.entry, "message": w.message} for w in ds.warnings]}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_distribution(ds: FaceDataset, out: Path) -> Path:
     """One PNG: a bar chart of faces per class for each split (one subplot per split)."""
-    plt = _pyplot()
+    plt = pyplot()
     summary = summarize(ds)["splits"]
     n = max(1, len(summary))
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.2), squeeze=False)
@@ -80,7 +74,7 @@ def sample_mosaic(ds: FaceDataset, split: str, per_class: int = 10, seed: int = 
 def plot_samples(ds: FaceDataset, split: str, out: Path, per_class: int = 10,
                  seed: int = 0) -> Path:
     """One PNG: a grid of random faces of one split, one row per class (7 x per_class)."""
-    plt = _pyplot()
+    plt = pyplot()
     grid, counts = sample_mosaic(ds, split, per_class, seed)
     cell = grid.shape[0] / NUM_CLASSES
     fig, ax = plt.subplots(figsize=(grid.shape[1] / 60 + 1.6, grid.shape[0] / 60 + 0.6))

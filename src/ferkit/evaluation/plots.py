@@ -13,14 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    return plt
+from ferkit.plotting import pyplot
 
 
 def row_normalise(cm: np.ndarray) -> np.ndarray:
@@ -32,7 +25,7 @@ def row_normalise(cm: np.ndarray) -> np.ndarray:
 def plot_confusion_matrix(confusion_matrix: np.ndarray, classes: Sequence[str], caption: str,
                           path: str | Path) -> Path:
     """Two panels, counts and row-normalised (rows = true class, columns = predicted), as a PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(confusion_matrix)
     norm = row_normalise(cm)
     classes = list(classes)
@@ -70,7 +63,7 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
     """
     if images is None:
         raise ValueError("no images to show (evaluate() keeps them)")
-    plt = _pyplot()
+    plt = pyplot()
     preds, scores = probabilities.argmax(axis=1), probabilities.max(axis=1)
     wrong = np.flatnonzero(preds != labels)
     ordered = wrong[np.argsort(-scores[wrong], kind="stable")]
@@ -112,7 +105,7 @@ def plot_reliability(probabilities: np.ndarray, labels: np.ndarray, caption: str
     from ferkit.evaluation.metrics import ECE_BINS, calibration_summary, reliability_bins
 
     n_bins = n_bins or ECE_BINS
-    plt = _pyplot()
+    plt = pyplot()
     bins = reliability_bins(probabilities, labels, n_bins)
     summary = calibration_summary(probabilities, labels, n_bins)
     edges, count = bins["edges"], bins["count"]

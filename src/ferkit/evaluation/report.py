@@ -31,24 +31,18 @@ from ferkit.evaluation.compare import (
 )
 from ferkit.evaluation.plots import row_normalise
 from ferkit.evaluation.runs import RunRecord, collect_runs, load_run
+from ferkit.plotting import pyplot
 
 # ---------------------------------------------------------------------------------------------
 # figures
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -56,7 +50,7 @@ def curves_png(runs: list[RunRecord]) -> str | None:
     """Val accuracy | train (solid) and val (dashed) loss, one colour per run."""
     if not any(r.metrics for r in runs):
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.2))
     for i, r in enumerate(runs):
         if not r.metrics:
@@ -90,7 +84,7 @@ def curves_png(runs: list[RunRecord]) -> str | None:
 def confusion_png(run: RunRecord) -> str | None:
     if run.confusion is None:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     norm = row_normalise(run.confusion)
     classes = list(run.classes)
     fig, ax = plt.subplots(figsize=(4.6, 4.3))

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ferkit.plotting import pyplot
 from ferkit.sweeps.options import DEFAULT_RUNS
 from ferkit.sweeps.storage import SweepError, load_optuna, normalize_storage, open_storage
 from ferkit.sweeps.study import STUDY_ATTR
@@ -137,13 +138,6 @@ def markdown_table(report: dict[str, Any]) -> str:
 # plots
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _distribution(study: Any, name: str) -> Any:
@@ -160,7 +154,7 @@ def plot_params(study: Any, report: dict[str, Any], path: Path) -> Path | None:
     rows = [r for r in report["trials"] if r["val_acc"] is not None or r["value"] is not None]
     if not names or not rows:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     cols = min(len(names), 3)
     nrows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(max(6.0, 4.2 * cols), 3.4 * nrows),
@@ -212,7 +206,7 @@ def plot_history(report: dict[str, Any], path: Path) -> Path | None:
     pts = [p for p in pts if p[1] is not None]
     if not pts:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     done = [(n, v) for n, v, s in pts if s == "complete"]
     other = [(n, v) for n, v, s in pts if s != "complete"]
