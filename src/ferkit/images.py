@@ -19,8 +19,8 @@ line or an upload to the server, goes through `decode_image`, so they all follow
   32-bit and float stretched to their range. Grey is ITU-R 601 luma, `to_gray` (for a colour
   JPEG libjpeg's own luma channel, the same up to rounding).
   Small grey decodes (dataset faces) go through OpenCV when nothing needs rotating or shrinking:
-  about 5x faster than Pillow on FER's tiny JPEGs, identical pixels, and its libjpeg reports
-  corrupt-data warnings that the data loaders name per entry.
+  faster than Pillow on FER's tiny JPEGs (docs/benchmarks.md), identical pixels, and its
+  libjpeg reports corrupt-data warnings that the data loaders name per entry.
 
 Coordinates: `DecodedImage.scale` is the number of original pixels one pixel of `array` spans
 (>= 1; 1.0 when not downscaled), so `original = array_coordinate * scale`. Boxes that leave
@@ -165,9 +165,8 @@ def to_face(gray: np.ndarray) -> np.ndarray:
 def shrink_to(array: np.ndarray, side: int) -> tuple[np.ndarray, float]:
     """An array shrunk to longest side `side` (itself when no larger, or side is 0) and the
     input pixels per output pixel (as DecodedImage.scale). Area-averaged by a whole factor
-    first (OpenCV's INTER_AREA has a fast path for whole factors: 8 ms against 27 ms from
-    4032x3024 to 640x480 on 2 cores), the rest, under 2x, as a decode's (`_finish_shrink`:
-    1008x756 to 640x480 in 3 ms, INTER_AREA took 15 ms)."""
+    first (OpenCV's INTER_AREA has a fast path for whole factors), the rest, under 2x, as a
+    decode's (`_finish_shrink`, faster there than INTER_AREA); timings in docs/benchmarks.md."""
     import cv2
 
     h, w = array.shape[:2]
@@ -350,8 +349,8 @@ def _shrink(im: Image.Image, target: tuple[int, int] | None) -> Image.Image:
 
 def _finish_shrink(arr: np.ndarray, target: tuple[int, int]) -> np.ndarray:
     """The shrink left after the whole-factor reduce, always under 2x: OpenCV's bilinear, which
-    at under 2x still reads nearly every source pixel, took 2 ms where Pillow's antialiased
-    resize took 24 ms (a 2016x1512 phone-photo draft to 1280x960, 2 cores)."""
+    at under 2x still reads nearly every source pixel, is several times faster than Pillow's
+    antialiased resize (timings in docs/benchmarks.md)."""
     import cv2
 
     return cv2.resize(np.ascontiguousarray(arr), target, interpolation=cv2.INTER_LINEAR)

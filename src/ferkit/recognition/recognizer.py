@@ -66,8 +66,8 @@ def load_classifier(model: str | Path, device: str = "auto", backend: str = "aut
 
     auto: onnxruntime for an .onnx file, and for a checkpoint that runs on the CPU where the
     onnx extra is installed (exported once, `cached_export`): a photo's few faces classify
-    3-4x faster there than in PyTorch (bench/pipeline_speed.py). PyTorch otherwise, or if the
-    export fails (logged)."""
+    faster there than in PyTorch (measured in docs/benchmarks.md, bench/pipeline_speed.py).
+    PyTorch otherwise, or if the export fails (logged)."""
     from ferkit.devices import resolve_device
     from ferkit.errors import ConfigError, ModelError
     from ferkit.models.onnx_predictor import (
